@@ -5,7 +5,7 @@
 SHELL := /usr/bin/env bash
 INFRA := deploy/local/infra.sh
 
-.PHONY: help infra-up infra-down infra-status infra-install test lint
+.PHONY: help infra-up infra-down infra-status infra-install test lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -28,3 +28,8 @@ test: ## install and start what the tests need, run every check and test, stop w
 lint: ## rustfmt and clippy only (no stack needed)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: ## benchmarks (printed, not asserted) against the native stack: messaging traced vs untraced, workflow engine vs raw PostgreSQL
+	@$(INFRA) up
+	cargo bench -p pizza-messaging --bench throughput
+	cargo bench -p pizza-workflow --bench throughput

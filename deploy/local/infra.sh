@@ -52,8 +52,9 @@ JAEGER_HEALTH_PORT=13134
 ALL=(postgres kafka jaeger collector)
 
 # ---- output -------------------------------------------------------------------------------------------
-say() { printf '[infra] %s\n' "$*" >&2; }
-warn() { printf '[infra] WARNING: %s\n' "$*" >&2; }
+# Every line carries the seconds since the script started, so a slow CI run shows where time went.
+say() { printf '[infra %4ss] %s\n' "$SECONDS" "$*" >&2; }
+warn() { printf '[infra %4ss] WARNING: %s\n' "$SECONDS" "$*" >&2; }
 # fail COMPONENT COMMAND HINT: the three things an operator needs when a step breaks.
 fail() {
   printf '\n[infra] FAILED: %s\n[infra]   command: %s\n[infra]   try:     %s\n' "$1" "$2" "$3" >&2
@@ -73,7 +74,13 @@ run_step() {
 }
 
 as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    fail system "$*" "this step needs root: run it as root, or install sudo"
+  fi
 }
 
 APT_UPDATED=
@@ -191,20 +198,36 @@ install_postgres() {
 
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres` system user.
 pg_run() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # From / : the postgres user may not be allowed into the current directory.
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# Where PostgreSQL keeps its data and socket. Normally .run/postgres; but as root the server runs as
+# the `postgres` user, which may not be able to enter the checkout (a clone under /root, mode 0700).
+# Then the data moves to a directory of its own under /var/tmp, keyed by the checkout's path, and
+# .run/postgres/location records where, so every later command finds it.
+pg_home() {
+  if [ -f "$RUN/postgres/location" ]; then cat "$RUN/postgres/location"; else echo "$RUN/postgres"; fi
 }
 
 up_postgres() {
-  local bin data log
+  local bin data log home
   bin=$(pg_bindir)
-  data="$RUN/postgres/data"
-  log="$RUN/postgres/postgres.log"
   mkdir -p "$RUN/postgres"
   if [ "$(id -u)" -eq 0 ]; then
     chown postgres:postgres "$RUN/postgres"
-    pg_run test -x "$RUN/postgres" ||
-      fail postgres "runuser -u postgres -- test -x $RUN/postgres" "the postgres user must be able to enter every parent directory of $RUN (chmod o+x), or set PIZZA_RUN_DIR elsewhere"
+    if ! pg_run test -x "$RUN/postgres" && [ ! -f "$RUN/postgres/location" ]; then
+      home="/var/tmp/pizza-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+      warn "postgres: the postgres user cannot enter $RUN; keeping its data in $home instead"
+      mkdir -p "$home"
+      chown postgres:postgres "$home"
+      echo "$home" >"$RUN/postgres/location"
+    fi
   fi
+  home=$(pg_home)
+  data="$home/data"
+  log="$home/postgres.log"
+  [ "$home" = "$RUN/postgres" ] || ln -sfn "$log" "$RUN/postgres/postgres.log"
   if [ ! -f "$data/PG_VERSION" ]; then
     say "postgres: initdb $data"
     run_step postgres "remove $data and retry" \
@@ -218,7 +241,7 @@ up_postgres() {
     say "postgres: starting on 127.0.0.1:$PG_PORT"
     # fsync stays on: the crash-and-restart tests depend on it.
     run_step postgres "read $log" pg_run "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $RUN/postgres -c max_connections=300" start
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $home -c max_connections=300" start
   fi
   head -n 1 "$data/postmaster.pid" >"$(pidfile postgres)"
   echo "postgres" >"$RUN/postgres/cmdmark"
@@ -230,7 +253,7 @@ up_postgres() {
 down_postgres() {
   local bin data
   bin=$(pg_bindir) || true
-  data="$RUN/postgres/data"
+  data="$(pg_home)/data"
   if [ -n "$bin" ] && [ -f "$data/postmaster.pid" ] && pg_run "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     say "postgres: stopping (pg_ctl stop -m fast)"
     pg_run "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
@@ -277,9 +300,14 @@ up_kafka() {
     sed -e "s#@DATA@#$dir/data#g" -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
       "$HERE/kafka/server.properties" >"$dir/server.properties"
     if [ ! -f "$dir/data/meta.properties" ]; then
-      [ -f "$dir/cluster-id" ] ||
-        java -cp "$(kafka_lib)/*" -Dlog4j2.configurationFile="$HERE/kafka/log4j2-quiet.properties" \
-          kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$dir/cluster-id"
+      if [ ! -s "$dir/cluster-id" ]; then
+        local id
+        id=$(java -cp "$(kafka_lib)/*" -Dlog4j2.configurationFile="$HERE/kafka/log4j2-quiet.properties" \
+          kafka.tools.StorageTool random-uuid 2>>"$RUN/kafka/install.log" | tail -n 1) || true
+        [ -n "$id" ] || fail kafka "java kafka.tools.StorageTool random-uuid" \
+          "check java runs and $(kafka_lib) holds the broker's jars (read $RUN/kafka/install.log)"
+        echo "$id" >"$dir/cluster-id"
+      fi
       say "kafka: formatting KRaft storage (cluster $(cat "$dir/cluster-id"))"
       run_step kafka "delete $dir and retry" \
         java -cp "$(kafka_lib)/*" -Dlog4j2.configurationFile="$HERE/kafka/log4j2-quiet.properties" \

@@ -14,13 +14,21 @@ cd "$ROOT"
 INFRA="$ROOT/deploy/local/infra.sh"
 STARTED=()
 
-say() { printf '[test] %s\n' "$*" >&2; }
+say() { printf '[test %4ss] %s\n' "$SECONDS" "$*" >&2; }
 
 cleanup() {
   local rc=$?
   if [ ${#STARTED[@]} -gt 0 ]; then
     say "stopping what this run started: ${STARTED[*]}"
     "$INFRA" down "${STARTED[@]}" || rc=1
+    # Nothing this run started may outlive it.
+    local left
+    left=$("$INFRA" status 2>/dev/null | awk 'NR > 1 && $2 != "-" { print $1 " (pid " $2 ")" }' |
+      grep -wF -f <(printf '%s\n' "${STARTED[@]}") || true)
+    if [ -n "$left" ]; then
+      say "still running after stop: $left"
+      rc=1
+    fi
   fi
   exit $rc
 }
@@ -28,7 +36,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    say "installing needs root: run as root, or install sudo, or install by hand: $*"
+    exit 1
+  fi
 }
 
 # Build prerequisites: rdkafka builds librdkafka from source with cmake; psql answers readiness checks.
@@ -54,9 +69,10 @@ say "$(cargo --version), $(rustc --version)"
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
-# Which components were already running before us?
+# Which components were already running (and healthy) before us? Those are left running at the end.
+before=$("$INFRA" status 2>/dev/null || true)
 for c in postgres kafka jaeger collector; do
-  if ! "$INFRA" status 2>/dev/null | awk -v c="$c" '$1 == c && $4 == "healthy" { found = 1 } END { exit !found }'; then
+  if ! awk -v c="$c" '$1 == c && $NF == "healthy" { found = 1 } END { exit !found }' <<<"$before"; then
     STARTED+=("$c")
   fi
 done
@@ -70,5 +86,10 @@ say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test (against the native stack)"
-cargo test --workspace --all-targets --locked --no-fail-fast
+# Default targets: libraries, binaries, integration tests and doc tests; benches are `make bench`.
+cargo test --workspace --locked --no-fail-fast
+
+# The crate docs carry much of the explanation; a broken intra-doc link is a bug.
+say "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 "$INFRA" status

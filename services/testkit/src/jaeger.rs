@@ -95,10 +95,23 @@ pub struct Span {
     pub attributes: BTreeMap<String, Value>,
     /// Span links, exactly as exported.
     pub links: Vec<Link>,
+    /// Span events (logs recorded on the span, exceptions).
+    pub events: Vec<Event>,
+    /// `STATUS_CODE_ERROR` spans are errors; see [`Span::is_error`].
+    pub status_code: i64,
     /// Start time, nanoseconds since the Unix epoch.
     pub start_unix_nano: u64,
     /// End time, nanoseconds since the Unix epoch.
     pub end_unix_nano: u64,
+}
+
+/// A span event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The event name.
+    pub name: String,
+    /// Event attributes.
+    pub attributes: BTreeMap<String, Value>,
 }
 
 /// A span link.
@@ -154,6 +167,56 @@ impl Jaeger {
             404 => Ok(None),
             _ => Err(JaegerError::Status { status, url, body }),
         }
+    }
+
+    /// Ids of the traces of `service` from the last hour that hold a span with the attribute
+    /// `key` = `value` (at most 100, newest first).
+    ///
+    /// Searching is the one thing read through the legacy `/api/traces` API: its `tags` filter is what
+    /// Jaeger's UI uses, while the v3 search takes its filters in a form that varies between Jaeger
+    /// versions. Only the ids are taken from the answer; read the traces with [`Self::trace`], which
+    /// keeps links intact.
+    pub async fn find_trace_ids(
+        &self,
+        service: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<String>, JaegerError> {
+        #[derive(Deserialize)]
+        struct Found {
+            data: Option<Vec<FoundTrace>>,
+        }
+        #[derive(Deserialize)]
+        struct FoundTrace {
+            #[serde(rename = "traceID")]
+            trace_id: String,
+        }
+        let tags = serde_json::json!({ key: value }).to_string();
+        let params = [
+            ("service", service),
+            ("tags", tags.as_str()),
+            ("lookback", "1h"),
+            ("limit", "100"),
+        ];
+        let url = reqwest::Url::parse_with_params(&format!("{}/api/traces", self.base), &params)
+            .map_err(|e| JaegerError::Decode(format!("search URL: {e}")))?;
+        let response = self.http.get(url.clone()).send().await?;
+        let url = url.to_string();
+        let status = response.status().as_u16();
+        let body = response.text().await?;
+        if status != 200 {
+            return Err(JaegerError::Status { status, url, body });
+        }
+        let found: Found = serde_json::from_str(&body).map_err(|e| JaegerError::Decode(e.to_string()))?;
+        let mut ids: Vec<String> = found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.trace_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Waits, up to `timeout`, until the trace exists and `ready` accepts it; returns it.
@@ -212,6 +275,28 @@ impl Span {
     pub fn attr_str(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).and_then(Value::as_str)
     }
+
+    /// An integer attribute's value.
+    pub fn attr_i64(&self, key: &str) -> Option<i64> {
+        self.attributes.get(key).and_then(Value::as_i64)
+    }
+
+    /// Whether the span's status is ERROR.
+    pub fn is_error(&self) -> bool {
+        self.status_code == 2
+    }
+
+    /// Whether `other` is this span's parent.
+    pub fn is_child_of(&self, other: &Span) -> bool {
+        self.trace_id == other.trace_id && self.parent_span_id.as_deref() == Some(other.span_id.as_str())
+    }
+
+    /// Whether this span links to `other`.
+    pub fn links_to(&self, other: &Span) -> bool {
+        self.links
+            .iter()
+            .any(|l| l.trace_id == other.trace_id && l.span_id == other.span_id)
+    }
 }
 
 // ---- decoding OTLP JSON ------------------------------------------------------------------------------
@@ -266,6 +351,24 @@ struct RawSpan {
     attributes: Vec<KeyValue>,
     #[serde(default)]
     links: Vec<RawLink>,
+    #[serde(default)]
+    events: Vec<RawEvent>,
+    #[serde(default)]
+    status: Option<RawStatus>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    attributes: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+struct RawStatus {
+    #[serde(default)]
+    code: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +421,15 @@ fn decode_trace(body: &str) -> Result<Trace, JaegerError> {
                         })
                     })
                     .collect::<Result<_, JaegerError>>()?,
+                events: span
+                    .events
+                    .into_iter()
+                    .map(|e| Event {
+                        name: e.name,
+                        attributes: attributes(e.attributes),
+                    })
+                    .collect(),
+                status_code: status_code(span.status.and_then(|s| s.code).as_ref()),
                 start_unix_nano: nanos(span.start_time_unix_nano.as_ref()),
                 end_unix_nano: nanos(span.end_time_unix_nano.as_ref()),
             });
@@ -364,6 +476,18 @@ fn span_kind(raw: Option<&Value>) -> SpanKind {
         4 => SpanKind::Producer,
         5 => SpanKind::Consumer,
         _ => SpanKind::Unspecified,
+    }
+}
+
+fn status_code(raw: Option<&Value>) -> i64 {
+    match raw {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => match s.as_str() {
+            "STATUS_CODE_OK" => 1,
+            "STATUS_CODE_ERROR" => 2,
+            _ => 0,
+        },
+        _ => 0,
     }
 }
 

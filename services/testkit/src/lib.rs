@@ -9,11 +9,25 @@
 //! - [`stack`]: where the stack listens, from the environment with the native defaults.
 //! - [`jaeger`]: a client for Jaeger's query API v3 that reads whole traces back, waiting for them to
 //!   arrive, and exposes spans with their parents, attributes and links.
-//! - [`kafka`]: producer and consumer configurations for the test broker.
+//! - [`kafka`]: producer and consumer configurations for the test broker, uniquely named topics.
+//! - [`app`]: a service running in-process on port 0 until the test stops it.
+//! - [`records`]: reading a topic back to its end (or until N records), decoding event types, and
+//!   polling until a condition holds within a bounded deadline.
+//! - [`broker`]: a private Kafka broker a test may stop and start without disturbing the others.
+//! - [`telemetry`]: `pizza_telemetry::init` once per test process, and flushing before reading
+//!   Jaeger.
+//! - [`conventions`]: checks that exported spans use only registered or semantic-convention
+//!   attributes and carry no customer personal data.
 
+pub mod app;
+pub mod broker;
+pub mod conventions;
 pub mod jaeger;
 pub mod kafka;
+pub mod records;
 pub mod stack;
+pub mod telemetry;
 
-pub use jaeger::{Jaeger, JaegerError, Link, Span, SpanKind, Trace};
+pub use jaeger::{Event, Jaeger, JaegerError, Link, Span, SpanKind, Trace};
+pub use records::{Seen, eventually, read_topic, types_of};
 pub use stack::Stack;

@@ -17,6 +17,8 @@ pub struct Stack {
     pub otlp_grpc_endpoint: String,
     /// Base URL of Jaeger's query service: UI and HTTP API (`PIZZA_JAEGER_URL`).
     pub jaeger_url: String,
+    /// The Collector's own Prometheus metrics (`PIZZA_COLLECTOR_METRICS_URL`).
+    pub collector_metrics_url: String,
     /// The Collector binary built by the native stack (`PIZZA_OTELCOL_BIN`), if known.
     pub otelcol_bin: Option<PathBuf>,
 }
@@ -31,6 +33,8 @@ pub mod defaults {
     pub const OTLP_GRPC_ENDPOINT: &str = "http://127.0.0.1:4317";
     /// Jaeger's UI and query API.
     pub const JAEGER_URL: &str = "http://127.0.0.1:16686";
+    /// The Collector's own metrics.
+    pub const COLLECTOR_METRICS_URL: &str = "http://127.0.0.1:8888/metrics";
 }
 
 impl Stack {
@@ -42,6 +46,7 @@ impl Stack {
             kafka_bootstrap: var("PIZZA_KAFKA_BOOTSTRAP", defaults::KAFKA_BOOTSTRAP),
             otlp_grpc_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT", defaults::OTLP_GRPC_ENDPOINT),
             jaeger_url: var("PIZZA_JAEGER_URL", defaults::JAEGER_URL),
+            collector_metrics_url: var("PIZZA_COLLECTOR_METRICS_URL", defaults::COLLECTOR_METRICS_URL),
             otelcol_bin: std::env::var_os("PIZZA_OTELCOL_BIN").map(PathBuf::from),
         }
     }

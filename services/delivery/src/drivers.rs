@@ -1,0 +1,268 @@
+//! The drivers: a background loop that takes each due delivery one step further.
+//!
+//! ```text
+//!  requested ──pickup 200──► on_the_way (order-out-for-delivery)
+//!     │  409 not ready / kitchen down: ask again after pickup_retry, at most pickup_attempts times
+//!     │  ticket cancelled or failed, or too many attempts: failed (delivery-issue)
+//!  on_the_way ──each leg──► order-on-its-way (progress), ..., then delivered (order-completed)
+//!     │  the `driver` business fault: failed (delivery-issue driver-failure)
+//! ```
+//!
+//! Everything the loop needs is in the deliveries table (`status`, `progress_step`, `next_at`), so
+//! a restarted service, or another replica, carries on. Each step runs inside a span whose parent is
+//! the context stored when the request was consumed, so the pickup call and the events it publishes
+//! stay in the order's trace.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pizza_contracts::events::{
+    DeliveryEvent, DeliveryIssue, OrderCompleted, OrderOnItsWay, OrderOutForDelivery,
+};
+use pizza_messaging::{Envelope, Outbox, OutboxError};
+use pizza_servicekit::Faults;
+use pizza_telemetry::attributes::{pizza, semconv};
+use pizza_telemetry::propagation;
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::{Instrument as _, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::kitchen_client::{KitchenClient, Pickup};
+use crate::store::{self, DeliveryRow, StoreError};
+
+/// The CloudEvents `source` of the service's events.
+pub const EVENT_SOURCE: &str = "/pizza/delivery";
+/// The business fault (`business_failure_rate.driver`) that ends a drive.
+pub const DRIVER_FAULT: &str = "driver";
+/// `delivery-issue` reasons.
+pub mod reasons {
+    /// The driver fault fired.
+    pub const DRIVER_FAILURE: &str = "driver-failure";
+    /// The kitchen will never hand the order over (cancelled, failed, unknown ticket).
+    pub const TICKET_UNAVAILABLE: &str = "ticket-unavailable";
+    /// The order was not ready after every pickup attempt.
+    pub const PICKUP_TIMEOUT: &str = "pickup-timeout";
+}
+
+/// Why a round failed (it is retried on the next tick).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A delivery query failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transaction could not begin or commit.
+    #[error("driver transaction failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The event could not be written to the outbox.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// The driver loop. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Drivers {
+    /// The service's database.
+    pub pool: PgPool,
+    /// Where events go.
+    pub outbox: Outbox,
+    /// The topic of the service's events.
+    pub topic: String,
+    /// The live fault plan (`driver`, `db_latency_ms`).
+    pub faults: Faults,
+    /// The kitchen.
+    pub kitchen: KitchenClient,
+    /// Position updates per delivery.
+    pub updates: u32,
+    /// Drive time per leg (scaled).
+    pub leg_time: Duration,
+    /// Wait between pickup attempts (scaled).
+    pub pickup_retry: Duration,
+    /// Pickup attempts before giving up.
+    pub pickup_attempts: u32,
+    /// Pause between rounds.
+    pub tick: Duration,
+}
+
+impl Drivers {
+    /// Runs rounds until `shutdown` completes. A failed round is logged and retried on the next tick.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        pizza_servicekit::background::rounds("driver", self.tick, shutdown, || self.round()).await;
+    }
+
+    /// Takes every due delivery one step further; returns how many steps were taken.
+    pub async fn round(&self) -> Result<usize, DriverError> {
+        let mut steps = 0;
+        while self.step_one().await? {
+            steps += 1;
+        }
+        Ok(steps)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, DriverError> {
+        Ok(pizza_servicekit::store::begin(&self.pool, &self.faults).await?)
+    }
+
+    async fn step_one(&self) -> Result<bool, DriverError> {
+        let mut tx = self.begin().await?;
+        let Some(row) = store::lock_one_due(&mut *tx).await? else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let name = if row.status == "requested" {
+            "delivery.pickup"
+        } else {
+            "delivery.drive"
+        };
+        let span = delivery_span(name, &row);
+        async {
+            if row.status == "requested" {
+                self.pickup(&mut tx, &row).await
+            } else {
+                self.drive(&mut tx, &row).await
+            }
+        }
+        .instrument(span)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn pickup(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        row: &DeliveryRow,
+    ) -> Result<(), DriverError> {
+        match self.kitchen.pickup(row.order_id).await {
+            Pickup::PickedUp => {
+                store::mark_picked_up(&mut **tx, row.delivery_id, self.leg_time.as_secs_f64()).await?;
+                tracing::info!(delivery_id = %row.delivery_id, "order picked up");
+                self.publish(
+                    tx,
+                    OrderOutForDelivery {
+                        order_id: row.order_id,
+                        delivery_id: row.delivery_id,
+                    }
+                    .into(),
+                )
+                .await
+            }
+            Pickup::NotYet(why) if (row.pickup_attempts as u32) + 1 < self.pickup_attempts => {
+                tracing::info!(delivery_id = %row.delivery_id, attempt = row.pickup_attempts + 1, %why, "pickup not possible yet");
+                store::retry_pickup(&mut **tx, row.delivery_id, self.pickup_retry.as_secs_f64()).await?;
+                Ok(())
+            }
+            Pickup::NotYet(why) => {
+                tracing::warn!(delivery_id = %row.delivery_id, %why, "giving up on the pickup");
+                self.fail(tx, row, reasons::PICKUP_TIMEOUT).await
+            }
+            Pickup::Unavailable(why) => {
+                tracing::warn!(delivery_id = %row.delivery_id, %why, "the kitchen will not hand the order over");
+                self.fail(tx, row, reasons::TICKET_UNAVAILABLE).await
+            }
+        }
+    }
+
+    async fn drive(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        row: &DeliveryRow,
+    ) -> Result<(), DriverError> {
+        if self.faults.business_failure(DRIVER_FAULT) {
+            tracing::warn!(delivery_id = %row.delivery_id, "driver failed (fault plan)");
+            return self.fail(tx, row, reasons::DRIVER_FAILURE).await;
+        }
+        let step = row.progress_step + 1;
+        if step as u32 <= self.updates {
+            store::advance(&mut **tx, row.delivery_id, step, self.leg_time.as_secs_f64()).await?;
+            let progress_percent = progress(step as u32, self.updates);
+            self.publish(
+                tx,
+                OrderOnItsWay {
+                    order_id: row.order_id,
+                    delivery_id: row.delivery_id,
+                    progress_percent,
+                }
+                .into(),
+            )
+            .await
+        } else {
+            store::mark_delivered(&mut **tx, row.delivery_id).await?;
+            tracing::info!(delivery_id = %row.delivery_id, "order delivered");
+            self.publish(
+                tx,
+                OrderCompleted {
+                    order_id: row.order_id,
+                    delivery_id: row.delivery_id,
+                }
+                .into(),
+            )
+            .await
+        }
+    }
+
+    async fn fail(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        row: &DeliveryRow,
+        reason: &'static str,
+    ) -> Result<(), DriverError> {
+        Span::current().record("otel.status_code", "ERROR");
+        Span::current().set_attribute(semconv::ERROR_TYPE, reason);
+        store::mark_failed(&mut **tx, row.delivery_id, reason).await?;
+        self.publish(
+            tx,
+            DeliveryIssue {
+                order_id: row.order_id,
+                delivery_id: row.delivery_id,
+                reason: reason.to_owned(),
+            }
+            .into(),
+        )
+        .await
+    }
+
+    async fn publish(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: DeliveryEvent,
+    ) -> Result<(), DriverError> {
+        self.outbox
+            .enqueue_to(tx, &self.topic, &Envelope::new(EVENT_SOURCE, event))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Progress after update `step` of `updates`: evenly spaced below 100 (100 is the handover).
+pub fn progress(step: u32, updates: u32) -> u8 {
+    (step.min(updates) * 100 / (updates + 1)) as u8
+}
+
+/// An INTERNAL span for a step of a delivery, continuing the trace of the request that asked for it.
+fn delivery_span(name: &'static str, row: &DeliveryRow) -> Span {
+    let span = tracing::info_span!(
+        "delivery.step",
+        otel.name = name,
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+    );
+    // Before the span is first entered, so the stored context is its parent.
+    let _ = span.set_parent(propagation::carrier_to_context(&row.carrier()));
+    span.set_attribute(pizza::ORDER_ID, row.order_id.to_string());
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress;
+
+    #[test]
+    fn progress_climbs_evenly_and_stays_below_the_handover() {
+        assert_eq!(
+            (1..=4).map(|s| progress(s, 4)).collect::<Vec<_>>(),
+            vec![20, 40, 60, 80]
+        );
+        assert_eq!(progress(1, 1), 50);
+        assert_eq!(progress(99, 99), 99);
+    }
+}

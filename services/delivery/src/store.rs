@@ -1,0 +1,190 @@
+//! The deliveries table. Every change is guarded by the status it expects, so two replicas never
+//! both advance the same delivery.
+
+use std::collections::BTreeMap;
+
+use sqlx::migrate::Migrator;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// The schema the service owns (its tables, its migration history, its outbox and inbox).
+pub const SCHEMA: &str = "delivery";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query failed.
+    #[error("delivery database query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed, an applied one was edited, or the messaging tables could not be
+    /// created.
+    #[error(transparent)]
+    Migrate(#[from] pizza_servicekit::store::MigrateError),
+}
+
+/// Creates the schema `delivery` with its tables, then the outbox and inbox in it, each set with its
+/// own migration history (see `pizza_servicekit::store`).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let migrator: Migrator = sqlx::migrate!("./migrations");
+    Ok(pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?)
+}
+
+/// [`SCHEMA`] as the messaging crate names it.
+pub fn messaging_schema() -> pizza_messaging::Schema {
+    pizza_messaging::Schema::new(SCHEMA).expect("`delivery` is a valid schema name")
+}
+
+/// A delivery row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    /// The service's id for the trip.
+    pub delivery_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// The kitchen ticket to pick up.
+    pub ticket_id: Uuid,
+    /// `requested`, `on_the_way`, `delivered` or `failed`.
+    pub status: String,
+    /// Position updates sent so far.
+    pub progress_step: i32,
+    /// Pickup attempts so far.
+    pub pickup_attempts: i32,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// The context of the span that accepted the request.
+    pub trace_carrier: Json<BTreeMap<String, String>>,
+}
+
+impl DeliveryRow {
+    /// The stored carrier as pairs for `carrier_to_context`.
+    pub fn carrier(&self) -> Vec<(String, String)> {
+        self.trace_carrier
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Records a requested delivery unless the order has one. True if it was new.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    ticket_id: Uuid,
+    carrier: &BTreeMap<String, String>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "insert into delivery.deliveries (delivery_id, order_id, ticket_id, status, trace_carrier) \
+         values ($1, $2, $3, 'requested', $4) on conflict (order_id) do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order_id)
+    .bind(ticket_id)
+    .bind(Json(carrier))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The delivery of an order.
+pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<DeliveryRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select delivery_id, order_id, ticket_id, status, progress_step, pickup_attempts, failure_reason, \
+         trace_carrier from delivery.deliveries where order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// One delivery whose next step is due, locked; rows another replica holds are skipped.
+pub async fn lock_one_due(db: impl PgExecutor<'_>) -> Result<Option<DeliveryRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select delivery_id, order_id, ticket_id, status, progress_step, pickup_attempts, failure_reason, \
+         trace_carrier from delivery.deliveries \
+         where status in ('requested', 'on_the_way') and next_at <= now() \
+         order by next_at limit 1 for update skip locked",
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// `requested` → `on_the_way`, first leg due after `leg_seconds`.
+pub async fn mark_picked_up(
+    db: impl PgExecutor<'_>,
+    delivery_id: Uuid,
+    leg_seconds: f64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update delivery.deliveries set status = 'on_the_way', picked_up_at = now(), updated_at = now(), \
+         progress_step = 0, next_at = now() + make_interval(secs => $2) \
+         where delivery_id = $1 and status = 'requested'",
+    )
+    .bind(delivery_id)
+    .bind(leg_seconds)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Another pickup attempt failed; try again after `retry_seconds`.
+pub async fn retry_pickup(
+    db: impl PgExecutor<'_>,
+    delivery_id: Uuid,
+    retry_seconds: f64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update delivery.deliveries set pickup_attempts = pickup_attempts + 1, updated_at = now(), \
+         next_at = now() + make_interval(secs => $2) where delivery_id = $1 and status = 'requested'",
+    )
+    .bind(delivery_id)
+    .bind(retry_seconds)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One more leg driven: the step is `step`, the next leg due after `leg_seconds`.
+pub async fn advance(
+    db: impl PgExecutor<'_>,
+    delivery_id: Uuid,
+    step: i32,
+    leg_seconds: f64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update delivery.deliveries set progress_step = $2, updated_at = now(), \
+         next_at = now() + make_interval(secs => $3) where delivery_id = $1 and status = 'on_the_way'",
+    )
+    .bind(delivery_id)
+    .bind(step)
+    .bind(leg_seconds)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// `on_the_way` → `delivered`.
+pub async fn mark_delivered(db: impl PgExecutor<'_>, delivery_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "update delivery.deliveries set status = 'delivered', delivered_at = now(), updated_at = now() \
+         where delivery_id = $1 and status = 'on_the_way'",
+    )
+    .bind(delivery_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// → `failed`, with a reason code.
+pub async fn mark_failed(db: impl PgExecutor<'_>, delivery_id: Uuid, reason: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "update delivery.deliveries set status = 'failed', failure_reason = $2, updated_at = now() \
+         where delivery_id = $1 and status in ('requested', 'on_the_way')",
+    )
+    .bind(delivery_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}

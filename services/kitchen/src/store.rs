@@ -1,0 +1,230 @@
+//! The tickets table: every state change of a ticket is one statement here, guarded by the status
+//! it expects, so two replicas (or a request racing the oven loop) can never both win.
+
+use std::collections::BTreeMap;
+
+use pizza_contracts::events::OrderItem;
+use pizza_contracts::kitchen::{Ticket, TicketStatus};
+use sqlx::migrate::Migrator;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// The schema the kitchen owns (its tables, its migration history, its outbox and inbox).
+pub const SCHEMA: &str = "kitchen";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query failed.
+    #[error("kitchen database query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row holds a status this build does not know (a newer replica wrote it).
+    #[error("ticket {0} has an unknown status {1:?}")]
+    UnknownStatus(Uuid, String),
+    /// A migration failed, an applied one was edited, or the messaging tables could not be
+    /// created.
+    #[error(transparent)]
+    Migrate(#[from] pizza_servicekit::store::MigrateError),
+}
+
+/// Creates the schema `kitchen` with its tables, then the outbox and inbox in it. Each set keeps its
+/// own migration history, so neither sees the other's files (see `pizza_servicekit::store`).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let migrator: Migrator = sqlx::migrate!("./migrations");
+    Ok(pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?)
+}
+
+/// [`SCHEMA`] as the messaging crate names it.
+pub fn messaging_schema() -> pizza_messaging::Schema {
+    pizza_messaging::Schema::new(SCHEMA).expect("`kitchen` is a valid schema name")
+}
+
+/// A ticket row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TicketRow {
+    /// The kitchen's id.
+    pub ticket_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// What to make.
+    pub items: Json<Vec<OrderItem>>,
+    /// The status, as stored.
+    pub status: String,
+    /// The context of the request that created it.
+    pub trace_carrier: Json<BTreeMap<String, String>>,
+}
+
+impl TicketRow {
+    /// The status, parsed.
+    pub fn status(&self) -> Result<TicketStatus, StoreError> {
+        TicketStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::UnknownStatus(self.ticket_id, self.status.clone()))
+    }
+
+    /// The API view.
+    pub fn to_ticket(&self) -> Result<Ticket, StoreError> {
+        Ok(Ticket {
+            ticket_id: self.ticket_id,
+            order_id: self.order_id,
+            status: self.status()?,
+            items: self.items.0.clone(),
+        })
+    }
+
+    /// The stored carrier as pairs for `carrier_to_context`.
+    pub fn carrier(&self) -> Vec<(String, String)> {
+        self.trace_carrier
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Inserts a queued ticket unless the order has one. Returns the new row, or `None` if a ticket for
+/// the order existed already.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    items: &[OrderItem],
+    carrier: &BTreeMap<String, String>,
+) -> Result<Option<TicketRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "insert into kitchen.tickets (ticket_id, order_id, items, status, trace_carrier) \
+         values ($1, $2, $3, 'queued', $4) on conflict (order_id) do nothing \
+         returning ticket_id, order_id, items, status, trace_carrier",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order_id)
+    .bind(Json(items))
+    .bind(Json(carrier))
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The ticket of an order.
+pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<TicketRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select ticket_id, order_id, items, status, trace_carrier from kitchen.tickets where order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The ticket of an order, locked for an update in the caller's transaction.
+pub async fn lock(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<TicketRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select ticket_id, order_id, items, status, trace_carrier from kitchen.tickets \
+         where order_id = $1 for update",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// `ready` → `picked_up`. True if this call changed it.
+pub async fn mark_picked_up(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "update kitchen.tickets set status = 'picked_up', picked_up_at = now(), updated_at = now() \
+         where order_id = $1 and status = 'ready'",
+    )
+    .bind(order_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Anything but `picked_up` → `cancelled`. True if this call changed it.
+pub async fn mark_cancelled(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "update kitchen.tickets set status = 'cancelled', cancelled_at = now(), updated_at = now(), \
+         cook_until = null where order_id = $1 and status in ('queued', 'cooking', 'ready', 'failed')",
+    )
+    .bind(order_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Serializes oven starts across replicas for the rest of the transaction, so counting the busy
+/// ovens and filling the free ones is one step.
+pub async fn lock_ovens(db: impl PgExecutor<'_>) -> Result<(), StoreError> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('kitchen.ovens'))")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Tickets in the ovens now.
+pub async fn cooking(db: impl PgExecutor<'_>) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("select count(*) from kitchen.tickets where status = 'cooking'")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
+/// Up to `limit` queued tickets, oldest first, locked; rows another replica holds are skipped.
+pub async fn lock_queued(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<TicketRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select ticket_id, order_id, items, status, trace_carrier from kitchen.tickets \
+         where status = 'queued' order by created_at, ticket_id limit $1 for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// `queued` → `cooking`, done after `cook_seconds`.
+pub async fn mark_cooking(
+    db: impl PgExecutor<'_>,
+    ticket_id: Uuid,
+    cook_seconds: f64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update kitchen.tickets set status = 'cooking', started_at = now(), updated_at = now(), \
+         cook_until = now() + make_interval(secs => $2) where ticket_id = $1 and status = 'queued'",
+    )
+    .bind(ticket_id)
+    .bind(cook_seconds)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One cooking ticket whose time is up, locked; rows another replica holds are skipped.
+pub async fn lock_one_done(db: impl PgExecutor<'_>) -> Result<Option<TicketRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "select ticket_id, order_id, items, status, trace_carrier from kitchen.tickets \
+         where status = 'cooking' and cook_until <= now() order by cook_until limit 1 for update skip locked",
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// `cooking` → `ready`.
+pub async fn mark_ready(db: impl PgExecutor<'_>, ticket_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "update kitchen.tickets set status = 'ready', ready_at = now(), updated_at = now() \
+         where ticket_id = $1 and status = 'cooking'",
+    )
+    .bind(ticket_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// `cooking` → `failed`, with a reason code.
+pub async fn mark_failed(db: impl PgExecutor<'_>, ticket_id: Uuid, reason: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "update kitchen.tickets set status = 'failed', failure_reason = $2, updated_at = now() \
+         where ticket_id = $1 and status = 'cooking'",
+    )
+    .bind(ticket_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Kafka client settings and the client context every client of this crate uses.
+//!
+//! The settings encode the delivery guarantees, so they are set here rather than left to callers:
+//! callers pass a base [`ClientConfig`] with the connection (`bootstrap.servers`, security), and these
+//! functions add what makes "sent" mean "stored" and "consumed" mean "processed".
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Gauge;
+use pizza_telemetry::attributes::semconv;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+
+/// The relay's producer: idempotent with `acks=all`, and no local delivery timeout.
+///
+/// An infinite `message.timeout.ms` (0) means librdkafka keeps retrying a record through a broker
+/// outage instead of failing it. That matters: a failed record makes the relay send the row again,
+/// and if the first send had in fact landed, the topic gets a duplicate. Retried inside the
+/// idempotent producer, the broker deduplicates by sequence number instead.
+pub fn relay_producer_config(base: &ClientConfig) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        // Up to 5 in-flight requests keep order under idempotence; a little lingering batches a
+        // relay round into few requests.
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "5");
+    config
+}
+
+/// The dead-letter producer: idempotent with `acks=all`, and a bounded timeout so a consumer that
+/// cannot reach the dead-letter topic notices, backs off and tries again (or stops on shutdown)
+/// instead of hanging on one record.
+pub fn dead_letter_producer_config(base: &ClientConfig) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// The at-least-once consumer: offsets are stored by the application after the effect committed
+/// (`enable.auto.offset.store=false`), and only stored offsets are committed, in the background
+/// (`enable.auto.commit=true`) and synchronously at shutdown. A new group starts at the earliest
+/// record, so nothing published before the first start is skipped.
+pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    if config.get("auto.offset.reset").is_none() {
+        config.set("auto.offset.reset", "earliest");
+    }
+    // Statistics feed the consumer-lag gauge.
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "10000");
+    }
+    config
+}
+
+/// Routes librdkafka's logs and errors to `tracing`, and its statistics to the consumer-lag gauge.
+///
+/// librdkafka reports every failed connection while a broker is down; those are WARN, not ERROR,
+/// because the client retries by itself and no operator action is needed until the backlog says so.
+pub(crate) struct KafkaContext {
+    /// `relay`, `consumer` or `dead-letter`: which client logged.
+    pub(crate) role: &'static str,
+    /// The consumer group, for lag attributes.
+    pub(crate) group: Option<String>,
+    /// `pizza.consumer.lag`, when this is a consumer.
+    pub(crate) lag: Option<Gauge<i64>>,
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let role = self.role;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::warn!(target: "librdkafka", role, facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", role, facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", role, facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", role, facility = fac, "{log_message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", role = self.role, %error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let (Some(lag), Some(group)) = (&self.lag, &self.group) else {
+            return;
+        };
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal unassigned queue; a negative lag is unknown.
+                if *partition < 0 || p.consumer_lag_stored < 0 {
+                    continue;
+                }
+                lag.record(
+                    p.consumer_lag_stored,
+                    &[
+                        KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.clone()),
+                        KeyValue::new(semconv::MESSAGING_DESTINATION_PARTITION_ID, partition.to_string()),
+                        KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.clone()),
+                    ],
+                );
+            }
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:1");
+        c
+    }
+
+    #[test]
+    fn the_relay_producer_waits_for_every_replica_and_never_gives_up_on_a_record() {
+        let c = relay_producer_config(&base());
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("message.timeout.ms"), Some("0"));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn the_consumer_stores_offsets_itself_and_commits_only_stored_ones() {
+        let c = consumer_config(&base(), "kitchen");
+        assert_eq!(c.get("group.id"), Some("kitchen"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("true"));
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        let mut latest = base();
+        latest.set("auto.offset.reset", "latest");
+        assert_eq!(
+            consumer_config(&latest, "g").get("auto.offset.reset"),
+            Some("latest")
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_producer_is_durable_but_bounded() {
+        let c = dead_letter_producer_config(&base());
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
+    }
+}

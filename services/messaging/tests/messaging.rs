@@ -1,0 +1,783 @@
+//! The messaging guarantees, proven against the real Kafka and PostgreSQL of the native stack.
+//!
+//! Every test makes its own topics (the shared broker has auto-creation off) and its own schema, so
+//! the tests run in parallel without seeing each other's records or rows. The outage test runs its
+//! own broker, because stopping the shared one would break every other test running at that moment.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use pizza_contracts::events::{DeliveryEvent, OrderItem, OrderOnItsWay, OrderPlaced};
+use pizza_contracts::types;
+use pizza_messaging::cloudevents::headers as ce;
+use pizza_messaging::dead_letter::headers as dlq;
+use pizza_messaging::{
+    Backoff, Consumer, ConsumerConfig, ConsumerStats, Envelope, Handler, HandlerError, Outbox, Relay,
+    RelayConfig, RelayStats, Schema, migrate,
+};
+use pizza_telemetry::Topology;
+use pizza_testkit::broker::PrivateBroker;
+use pizza_testkit::records::{eventually, header, read_topic};
+use pizza_testkit::{Stack, kafka};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+// ---- helpers ---------------------------------------------------------------------------------------
+
+/// Logs to the test's captured output (shown when a test fails; `RUST_LOG` filters, default `info`).
+fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A pool and a schema of the test's own, with the messaging tables and a `deliveries` table that
+/// handlers use as their effect.
+struct Db {
+    pool: PgPool,
+    schema: Schema,
+}
+
+impl Db {
+    async fn fresh() -> anyhow::Result<Self> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&Stack::from_env().database_url)
+            .await
+            .context("connect to the native PostgreSQL (is deploy/local/infra.sh up?)")?;
+        let schema = Schema::new(&format!("t_{}", Uuid::new_v4().simple()))?;
+        migrate(&pool, &schema).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "create table {} (order_id uuid primary key, updates integer not null, progress integer not null)",
+            Self::deliveries(&schema)
+        )))
+        .execute(&pool)
+        .await?;
+        Ok(Self { pool, schema })
+    }
+
+    fn deliveries(schema: &Schema) -> String {
+        format!("\"{schema}\".deliveries")
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("\"{}\".{name}", self.schema)
+    }
+
+    /// `(updates, progress)` of an order, if any effect reached it.
+    async fn effect(&self, order: Uuid) -> anyhow::Result<Option<(i32, i32)>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "select updates, progress from {} where order_id = $1",
+            self.table("deliveries")
+        )))
+        .bind(order)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn in_inbox(&self, event_id: Uuid) -> anyhow::Result<bool> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "select count(*) from {} where event_id = $1",
+            self.table("inbox")
+        )))
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn unpublished(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "select count(*) from {} where published_at is null",
+            self.table("outbox")
+        )))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn drop_schema(self) {
+        let _ = sqlx::query(AssertSqlSafe(format!("drop schema \"{}\" cascade", self.schema)))
+            .execute(&self.pool)
+            .await;
+    }
+}
+
+fn kafka_base(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// A topic and its dead-letter topic on `bootstrap`.
+async fn topic_with_dlq(bootstrap: &str, prefix: &str, partitions: i32) -> anyhow::Result<(String, String)> {
+    let topic = kafka::unique_topic(prefix);
+    let dead = pizza_contracts::topics::dead_letter(&topic);
+    kafka::create_topics(bootstrap, &[(&topic, partitions), (&dead, 1)]).await?;
+    Ok((topic, dead))
+}
+
+/// How long reading a topic back to its end may take.
+const READ_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a future in the background until the returned sender fires.
+fn spawn_until_stopped<T, F>(
+    run: impl FnOnce(oneshot::Receiver<()>) -> F,
+) -> (oneshot::Sender<()>, JoinHandle<T>)
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel();
+    (stop, tokio::spawn(run(stopped)))
+}
+
+async fn until(stopped: oneshot::Receiver<()>) {
+    let _ = stopped.await;
+}
+
+async fn stop<T>(stop: oneshot::Sender<()>, task: JoinHandle<T>) -> anyhow::Result<T> {
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .context("did not stop within 30 s")?
+        .context("task panicked")
+}
+
+/// Sends records straight to Kafka (bypassing the outbox), as another service or a broken producer
+/// would.
+struct RawProducer(FutureProducer);
+
+impl RawProducer {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self(kafka::producer_config(&Stack::from_env()).create()?))
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        headers: OwnedHeaders,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        logs();
+        self.0
+            .send(
+                FutureRecord::to(topic).key(key).headers(headers).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(())
+    }
+
+    async fn send_event<T: pizza_contracts::EventData>(
+        &self,
+        topic: &str,
+        event: &Envelope<T>,
+    ) -> anyhow::Result<()> {
+        logs();
+        let encoded = event.encode()?;
+        self.send(topic, &encoded.key, encoded.headers, &encoded.payload)
+            .await
+    }
+}
+
+fn on_its_way(order: Uuid, progress: u8) -> Envelope<DeliveryEvent> {
+    Envelope::new(
+        "/pizza/delivery",
+        DeliveryEvent::OnItsWay(OrderOnItsWay {
+            order_id: order,
+            delivery_id: Uuid::now_v7(),
+            progress_percent: progress,
+        }),
+    )
+}
+
+/// The effect under test: one more update and the progress added, for the order. Applied twice, the
+/// counters show it. Fails (retryably) for the orders in `failing`, counting its attempts.
+#[derive(Clone)]
+struct RecordProgress {
+    table: String,
+    failing: HashSet<Uuid>,
+    attempts: Arc<AtomicU32>,
+}
+
+impl RecordProgress {
+    fn new(db: &Db) -> Self {
+        Self {
+            table: db.table("deliveries"),
+            failing: HashSet::new(),
+            attempts: Arc::default(),
+        }
+    }
+}
+
+impl Handler for RecordProgress {
+    type Event = DeliveryEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Envelope<DeliveryEvent>,
+    ) -> Result<(), HandlerError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let DeliveryEvent::OnItsWay(update) = &event.data else {
+            return Err(HandlerError::reject(format!(
+                "unexpected {}",
+                event.attributes.event_type
+            )));
+        };
+        if self.failing.contains(&update.order_id) {
+            return Err(HandlerError::retry("the delivery ledger is unavailable"));
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "insert into {} (order_id, updates, progress) values ($1, 1, $2) \
+             on conflict (order_id) do update set updates = {0}.updates + 1, progress = {0}.progress + excluded.progress",
+            self.table
+        )))
+        .bind(update.order_id)
+        .bind(i32::from(update.progress_percent))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn consumer_config(topic: &str, group: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(group, vec![topic.to_owned()], Topology::Continuous);
+    config.max_attempts = 3;
+    config.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+        multiplier: 2.0,
+    };
+    config
+}
+
+fn start_consumer(
+    db: &Db,
+    config: ConsumerConfig,
+    handler: RecordProgress,
+) -> anyhow::Result<(oneshot::Sender<()>, JoinHandle<ConsumerStats>)> {
+    let consumer = Consumer::new(
+        db.pool.clone(),
+        db.schema.clone(),
+        &kafka_base(&Stack::from_env().kafka_bootstrap),
+        config,
+        handler,
+    )?;
+    Ok(spawn_until_stopped(move |stopped| consumer.run(until(stopped))))
+}
+
+// ---- the outbox through a Kafka outage ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_during_a_kafka_outage_are_published_once_each_in_order_per_order()
+-> anyhow::Result<()> {
+    logs();
+    let started = Instant::now();
+    let mut broker = PrivateBroker::start().await?;
+    let bootstrap = broker.bootstrap();
+    let topic = kafka::unique_topic("outage");
+    kafka::create_topics(&bootstrap, &[(&topic, 3)]).await?;
+    let db = Db::fresh().await?;
+    let outbox = Outbox::new(db.schema.clone());
+    let config = RelayConfig {
+        poll_interval: Duration::from_millis(50),
+        batch_size: 25,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(db.pool.clone(), outbox.clone(), &kafka_base(&bootstrap), config)?;
+    let (stop_relay, relay_task) = spawn_until_stopped(move |stopped| relay.run(until(stopped)));
+
+    // Five orders; each transaction writes one event of one order, as a state change would. The
+    // writer keeps going, before, during and after the outage.
+    let orders: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let expected: Arc<std::sync::Mutex<HashMap<Uuid, Vec<Uuid>>>> = Arc::default();
+    let (stop_writer, writer) = {
+        let (pool, outbox, topic, orders, expected) = (
+            db.pool.clone(),
+            outbox.clone(),
+            topic.clone(),
+            orders.clone(),
+            expected.clone(),
+        );
+        spawn_until_stopped(move |mut stopped| async move {
+            let mut round = 0u64;
+            loop {
+                for order in &orders {
+                    let event = Envelope::new(
+                        "/pizza/order",
+                        OrderPlaced {
+                            order_id: *order,
+                            items: vec![OrderItem {
+                                pizza: "margherita".into(),
+                                quantity: 1,
+                            }],
+                            total_cents: round,
+                        },
+                    );
+                    let mut tx = pool.begin().await?;
+                    outbox.enqueue_to(&mut tx, &topic, &event).await?;
+                    tx.commit().await?;
+                    expected
+                        .lock()
+                        .unwrap()
+                        .entry(*order)
+                        .or_default()
+                        .push(event.id());
+                }
+                round += 1;
+                if stopped.try_recv().is_ok() {
+                    return anyhow::Ok(round);
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+
+    // Let some events through, then take the broker away with records in flight.
+    eventually(Duration::from_secs(30), "first events published", || async {
+        let published: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "select count(*) from {} where published_at is not null",
+            db.table("outbox")
+        )))
+        .fetch_one(&db.pool)
+        .await?;
+        Ok((published >= 20).then_some(()))
+    })
+    .await?;
+    let before_outage = expected.lock().unwrap().values().map(Vec::len).sum::<usize>();
+    broker.stop().await?;
+    let outage_started = Instant::now();
+    let at_stop = expected.lock().unwrap().values().map(Vec::len).sum::<usize>();
+    // While Kafka is down, events keep being accepted and wait in the outbox.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = expected.lock().unwrap().values().map(Vec::len).sum::<usize>();
+    ensure!(
+        during > at_stop,
+        "the writer kept committing while Kafka was down"
+    );
+    let pending_while_down = db.unpublished().await?;
+    ensure!(
+        pending_while_down > 0,
+        "events written during the outage wait in the outbox"
+    );
+    broker.up().await?;
+    let outage = outage_started.elapsed();
+    let rounds = stop(stop_writer, writer).await??;
+
+    eventually(
+        Duration::from_secs(120),
+        "outbox drained after the outage",
+        || async { Ok((db.unpublished().await? == 0).then_some(())) },
+    )
+    .await?;
+    let relay_stats: RelayStats = stop(stop_relay, relay_task).await?;
+
+    let records = read_topic(&bootstrap, &topic, READ_LIMIT).await?;
+    let expected = expected.lock().unwrap().clone();
+    let total: usize = expected.values().map(Vec::len).sum();
+    let mut seen: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    let mut ids = HashSet::new();
+    for record in &records {
+        let event = Envelope::<OrderPlaced>::decode(record).context("a relayed record decodes")?;
+        ensure!(ids.insert(event.id()), "event {} was published twice", event.id());
+        ensure!(
+            record.key() == Some(event.key().as_bytes()),
+            "the record key is the order id"
+        );
+        seen.entry(event.order_id()).or_default().push(event.id());
+    }
+    // Per key, one partition: reading partitions in offset order gives each order's publication order.
+    ensure!(
+        records.len() == total,
+        "published {} records for {total} events",
+        records.len()
+    );
+    for (order, ids) in &expected {
+        ensure!(
+            seen.get(order) == Some(ids),
+            "order {order}: events out of order or missing"
+        );
+    }
+    ensure!(db.unpublished().await? == 0, "no outbox row is left unpublished");
+    eprintln!(
+        "outage test: {total} events over {rounds} write rounds ({before_outage} before the outage, {} written while \
+         Kafka was down, {pending_while_down} pending at the check); outage {outage:?}; relay published {} in {} \
+         rounds with {} failures; whole test {:?}",
+        during - at_stop,
+        relay_stats.published,
+        relay_stats.rounds,
+        relay_stats.failures,
+        started.elapsed()
+    );
+    ensure!(
+        relay_stats.published as usize == total,
+        "the relay counted every row once"
+    );
+    db.drop_schema().await;
+    Ok(())
+}
+
+// ---- redelivery ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_delivered_twice_has_its_effect_once() -> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "redelivery", 3).await?;
+    let db = Db::fresh().await?;
+    let order = Uuid::now_v7();
+    let first = on_its_way(order, 10);
+    let next = on_its_way(order, 30);
+    let producer = RawProducer::new()?;
+    // The same CloudEvent twice (a producer retry, a relay resend), then another event of the order.
+    // Same key, same partition: when `next` is applied, both copies of `first` were handled.
+    producer.send_event(&topic, &first).await?;
+    producer.send_event(&topic, &first).await?;
+    producer.send_event(&topic, &next).await?;
+
+    let handler = RecordProgress::new(&db);
+    let attempts = handler.attempts.clone();
+    let (stop_consumer, task) = start_consumer(
+        &db,
+        consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
+        handler,
+    )?;
+    eventually(Duration::from_secs(60), "the later event applied", || async {
+        Ok(db.in_inbox(next.id()).await?.then_some(()))
+    })
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+
+    assert_eq!(
+        db.effect(order).await?,
+        Some((2, 40)),
+        "two events, two updates: the copy changed nothing"
+    );
+    assert_eq!(stats.processed, 2);
+    assert_eq!(stats.duplicates, 1);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "the handler never saw the copy"
+    );
+    db.drop_schema().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_crashes_after_its_effect_committed_leaves_the_redelivery_without_effect()
+-> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "crash", 1).await?;
+    let db = Db::fresh().await?;
+    let group = format!("g-{}", Uuid::new_v4());
+    let order = Uuid::now_v7();
+    let first = on_its_way(order, 25);
+    let producer = RawProducer::new()?;
+    producer.send_event(&topic, &first).await?;
+
+    // The first consumer applies the effect, commits it, and dies before storing the offset.
+    let mut crashing = consumer_config(&topic, &group);
+    crashing.crash_before_storing_offset = true;
+    let (_never, task) = start_consumer(&db, crashing, RecordProgress::new(&db))?;
+    let crashed = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .context("the first consumer ran")??;
+    assert!(crashed.crashed && crashed.processed == 1, "{crashed:?}");
+    assert_eq!(db.effect(order).await?, Some((1, 25)));
+
+    // Its successor in the group gets the record again, sees it in the inbox, and moves on.
+    let handler = RecordProgress::new(&db);
+    let attempts = handler.attempts.clone();
+    let (stop_consumer, task) = start_consumer(&db, consumer_config(&topic, &group), handler)?;
+    let next = on_its_way(order, 5);
+    producer.send_event(&topic, &next).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the successor applied the next event",
+        || async { Ok(db.in_inbox(next.id()).await?.then_some(())) },
+    )
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+    assert_eq!(
+        stats.duplicates, 1,
+        "the redelivered record was recognised: {stats:?}"
+    );
+    assert_eq!(stats.processed, 1, "{stats:?}");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the handler ran only for the new event"
+    );
+    assert_eq!(
+        db.effect(order).await?,
+        Some((2, 30)),
+        "the crashed record's effect exists once"
+    );
+
+    // The successor committed its offsets when it stopped: a third consumer would start after `next`.
+    let committed = tokio::task::spawn_blocking({
+        let (bootstrap, topic, group) = (stack.kafka_bootstrap.clone(), topic.clone(), group.clone());
+        move || -> anyhow::Result<Offset> {
+            let reader: BaseConsumer = kafka_base(&bootstrap).set("group.id", &group).create()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, 0);
+            let committed = reader.committed_offsets(tpl, Duration::from_secs(10))?;
+            Ok(committed
+                .find_partition(&topic, 0)
+                .map(|p| p.offset())
+                .unwrap_or(Offset::Invalid))
+        }
+    })
+    .await??;
+    assert_eq!(
+        committed,
+        Offset::Offset(2),
+        "both records are committed after a graceful stop"
+    );
+    db.drop_schema().await;
+    Ok(())
+}
+
+// ---- poison messages -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_do_not_decode_go_to_the_dead_letter_topic_and_the_next_one_is_processed()
+-> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    let (topic, dead) = topic_with_dlq(&stack.kafka_bootstrap, "poison", 1).await?;
+    let db = Db::fresh().await?;
+    let producer = RawProducer::new()?;
+    let order = Uuid::now_v7();
+
+    // Offset 0: valid headers, broken JSON. Offset 1: a body without any CloudEvents header.
+    // Offset 2: a good event.
+    let bad_json = on_its_way(order, 10).encode()?;
+    producer
+        .send(&topic, &bad_json.key, bad_json.headers.clone(), b"{not json}")
+        .await?;
+    let plain = OwnedHeaders::new().insert(Header {
+        key: "traceparent",
+        value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    });
+    producer
+        .send(&topic, &order.to_string(), plain, &bad_json.payload)
+        .await?;
+    let good = on_its_way(order, 50);
+    producer.send_event(&topic, &good).await?;
+
+    let (stop_consumer, task) = start_consumer(
+        &db,
+        consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
+        RecordProgress::new(&db),
+    )?;
+    eventually(Duration::from_secs(60), "the good event applied", || async {
+        Ok(db.in_inbox(good.id()).await?.then_some(()))
+    })
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+    assert_eq!(db.effect(order).await?, Some((1, 50)));
+    assert_eq!((stats.processed, stats.dead_lettered), (1, 2), "{stats:?}");
+
+    let letters = read_topic(&stack.kafka_bootstrap, &dead, READ_LIMIT).await?;
+    assert_eq!(letters.len(), 2, "both poison records are dead-lettered");
+    let (json, headerless) = (&letters[0], &letters[1]);
+    assert_eq!(header(json, dlq::ERROR_TYPE), Some("invalid_body"));
+    assert!(
+        header(json, dlq::ERROR).is_some_and(|e| e.contains("syntax")),
+        "{:?}",
+        header(json, dlq::ERROR)
+    );
+    assert_eq!(header(json, dlq::ORIGIN_OFFSET), Some("0"));
+    assert_eq!(
+        header(json, ce::ID),
+        Some(bad_json_id(&bad_json).as_str()),
+        "the event's own headers are kept"
+    );
+    assert_eq!(
+        json.payload(),
+        Some(&b"{not json}"[..]),
+        "the body is kept as it was"
+    );
+    assert_eq!(header(headerless, dlq::ERROR_TYPE), Some("missing_header"));
+    assert_eq!(
+        header(headerless, dlq::ERROR),
+        Some("missing header ce_specversion")
+    );
+    assert_eq!(header(headerless, dlq::ORIGIN_OFFSET), Some("1"));
+    for letter in &letters {
+        assert_eq!(header(letter, dlq::ORIGIN_TOPIC), Some(topic.as_str()));
+        assert_eq!(header(letter, dlq::ORIGIN_PARTITION), Some("0"));
+        assert_eq!(
+            header(letter, dlq::ATTEMPTS),
+            Some("0"),
+            "nothing to retry in a record that does not decode"
+        );
+        assert_eq!(letter.key(), Some(order.to_string().as_bytes()));
+    }
+    db.drop_schema().await;
+    Ok(())
+}
+
+fn bad_json_id(encoded: &pizza_messaging::Encoded) -> String {
+    encoded
+        .headers
+        .iter()
+        .find(|h| h.key == ce::ID)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_keeps_failing_dead_letters_after_the_last_attempt_and_the_partition_moves_on()
+-> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    let (topic, dead) = topic_with_dlq(&stack.kafka_bootstrap, "failing", 1).await?;
+    let db = Db::fresh().await?;
+    let producer = RawProducer::new()?;
+    let (doomed, fine) = (Uuid::now_v7(), Uuid::now_v7());
+    let doomed_event = on_its_way(doomed, 10);
+    let fine_event = on_its_way(fine, 20);
+    producer.send_event(&topic, &doomed_event).await?;
+    producer.send_event(&topic, &fine_event).await?;
+
+    let mut handler = RecordProgress::new(&db);
+    handler.failing.insert(doomed);
+    let attempts = handler.attempts.clone();
+    let (stop_consumer, task) = start_consumer(
+        &db,
+        consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
+        handler,
+    )?;
+    eventually(
+        Duration::from_secs(60),
+        "the event after the failing one applied",
+        || async { Ok(db.in_inbox(fine_event.id()).await?.then_some(())) },
+    )
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3 + 1,
+        "three attempts for the failing event, one for the next"
+    );
+    assert_eq!(
+        (stats.retries, stats.dead_lettered, stats.processed),
+        (2, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        db.effect(doomed).await?,
+        None,
+        "a failed attempt leaves no effect"
+    );
+    assert!(
+        !db.in_inbox(doomed_event.id()).await?,
+        "nor an inbox row: replaying the dead letter will apply it"
+    );
+    assert_eq!(db.effect(fine).await?, Some((1, 20)));
+
+    let letters = read_topic(&stack.kafka_bootstrap, &dead, READ_LIMIT).await?;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(header(letter, dlq::ATTEMPTS), Some("3"));
+    assert_eq!(header(letter, dlq::ERROR_TYPE), Some("handler_failed"));
+    assert_eq!(
+        header(letter, dlq::ERROR),
+        Some("the delivery ledger is unavailable")
+    );
+    assert_eq!(header(letter, ce::TYPE), Some(types::ORDER_ON_ITS_WAY));
+    assert_eq!(
+        header(letter, ce::ID),
+        Some(doomed_event.id().to_string().as_str())
+    );
+    // The record came in without trace context and this test process exports no spans, so the
+    // dead letter carries none either: nothing is invented.
+    assert_eq!(header(letter, "traceparent"), None);
+    let replay = Envelope::<DeliveryEvent>::decode(letter)?;
+    assert_eq!(
+        replay, doomed_event,
+        "the dead letter still decodes to the original event"
+    );
+    db.drop_schema().await;
+    Ok(())
+}
+
+// ---- schema ownership ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_schema_gets_its_own_tables_and_migrating_twice_changes_nothing() -> anyhow::Result<()> {
+    logs();
+    let db = Db::fresh().await?;
+    migrate(&db.pool, &db.schema).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select table_name::text from information_schema.tables where table_schema = $1 order by 1",
+    )
+    .bind(db.schema.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    assert_eq!(tables, vec!["_sqlx_migrations", "deliveries", "inbox", "outbox"]);
+    let applied: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select count(*) from {}",
+        db.table("_sqlx_migrations")
+    )))
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(applied, 2);
+
+    // An event enqueued in a rolled-back transaction never exists; a committed one does, with the
+    // columns the relay needs.
+    let outbox = Outbox::new(db.schema.clone());
+    let order = Uuid::now_v7();
+    let event = Envelope::new(
+        "/pizza/order",
+        OrderPlaced {
+            order_id: order,
+            items: vec![],
+            total_cents: 0,
+        },
+    );
+    let mut tx = db.pool.begin().await?;
+    outbox.enqueue(&mut tx, &event).await?;
+    tx.rollback().await?;
+    assert_eq!(db.unpublished().await?, 0);
+    let mut tx = db.pool.begin().await?;
+    outbox.enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    let (topic, key, event_type): (String, String, String) = sqlx::query_as(AssertSqlSafe(format!(
+        "select topic, message_key, event_type from {}",
+        db.table("outbox")
+    )))
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(
+        (topic.as_str(), key, event_type.as_str()),
+        ("orders.events", order.to_string(), types::ORDER_PLACED)
+    );
+    // A pooled connection was not left with the migration's search path.
+    let path: String = sqlx::query_scalar("show search_path").fetch_one(&db.pool).await?;
+    assert!(!path.contains(db.schema.as_str()), "{path}");
+    db.drop_schema().await;
+    Ok(())
+}

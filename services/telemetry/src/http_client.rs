@@ -1,0 +1,239 @@
+//! CLIENT spans and retries for reqwest, as `reqwest-middleware` layers.
+//!
+//! Stack them retry-outermost, so every attempt gets its own CLIENT span and its own injected
+//! `traceparent`, and the retries are visible as `http.request.resend_count` 1, 2, ...:
+//!
+//! ```no_run
+//! use pizza_telemetry::http_client::{RetryPolicy, Retry, Tracing};
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(Retry::new(RetryPolicy::default()))
+//!     .with(Tracing::new("kitchen"))
+//!     .build();
+//! ```
+//!
+//! The peer name ("kitchen") names the edge `http:kitchen` for the broken-trace switch.
+
+use std::time::{Duration, Instant};
+
+use http::Extensions;
+use opentelemetry::KeyValue;
+use reqwest_middleware::{Middleware, Next, Result};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::attributes::semconv;
+use crate::http_server::known_method;
+use crate::metrics;
+use crate::propagation;
+
+/// Which attempt this is, set by [`Retry`] for [`Tracing`] to record (0 on the first send).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResendCount(pub u32);
+
+/// A route template for the span name (`POST /tickets`), put in the request's extensions by the
+/// caller via `reqwest_middleware::RequestBuilder::with_extension`. Without one the span is named by
+/// the method alone, as the convention says.
+#[derive(Debug, Clone)]
+pub struct UrlTemplate(pub &'static str);
+
+/// Opens a CLIENT span per attempt and injects its context into the request headers.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    edge: String,
+}
+
+impl Tracing {
+    /// `peer` names the service called, for the edge `http:{peer}`.
+    pub fn new(peer: &str) -> Self {
+        Self {
+            edge: propagation::http_edge(peer),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Tracing {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<reqwest::Response> {
+        let method = known_method(req.method());
+        let name = match extensions.get::<UrlTemplate>() {
+            Some(t) => format!("{method} {}", t.0),
+            None => method.to_owned(),
+        };
+        let span = tracing::info_span!(
+            target: "pizza_telemetry::http",
+            "http.client",
+            otel.name = %name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        span.set_attribute(semconv::HTTP_REQUEST_METHOD, method);
+        span.set_attribute(semconv::URL_FULL, redact(req.url()));
+        if let Some(host) = req.url().host_str() {
+            span.set_attribute(semconv::SERVER_ADDRESS, host.to_owned());
+        }
+        if let Some(port) = req.url().port_or_known_default() {
+            span.set_attribute(semconv::SERVER_PORT, i64::from(port));
+        }
+        if let Some(ResendCount(n)) = extensions.get::<ResendCount>().copied().filter(|r| r.0 > 0) {
+            span.set_attribute(semconv::HTTP_REQUEST_RESEND_COUNT, i64::from(n));
+        }
+        if !propagation::inject_http(&span.context(), &self.edge, req.headers_mut()) {
+            span.set_attribute(crate::attributes::pizza::CONTEXT_DROPPED, true);
+            span.set_attribute(crate::attributes::pizza::FAULT_EDGE, self.edge.clone());
+        }
+        let mut labels = vec![KeyValue::new(semconv::HTTP_REQUEST_METHOD, method)];
+        if let Some(host) = req.url().host_str() {
+            labels.push(KeyValue::new(semconv::SERVER_ADDRESS, host.to_owned()));
+        }
+        let started = Instant::now();
+        let result = next.run(req, extensions).instrument(span.clone()).await;
+        match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                span.set_attribute(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(status));
+                labels.push(KeyValue::new(
+                    semconv::HTTP_RESPONSE_STATUS_CODE,
+                    i64::from(status),
+                ));
+                // Client spans are errors for 4xx and 5xx: the call did not do what was asked.
+                if status >= 400 {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", status.to_string());
+                    labels.push(KeyValue::new(semconv::ERROR_TYPE, status.to_string()));
+                }
+            }
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error_type(e));
+                labels.push(KeyValue::new(semconv::ERROR_TYPE, error_type(e)));
+            }
+        }
+        metrics::http_client_duration().record(started.elapsed().as_secs_f64(), &labels);
+        result
+    }
+}
+
+/// `url.full` without credentials (the convention requires redacting them).
+fn redact(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("REDACTED");
+        let _ = url.set_password(Some("REDACTED"));
+    }
+    url.to_string()
+}
+
+fn error_type(e: &reqwest_middleware::Error) -> &'static str {
+    match e {
+        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => "timeout",
+        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => "connect",
+        reqwest_middleware::Error::Reqwest(_) => "request",
+        reqwest_middleware::Error::Middleware(_) => "middleware",
+    }
+}
+
+/// Exponential backoff for [`Retry`].
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total tries, the first included.
+    pub max_attempts: u32,
+    /// Wait before the first resend.
+    pub initial_backoff: Duration,
+    /// Growth per resend.
+    pub multiplier: f64,
+    /// Upper bound of a wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before resend number `resend` (1-based).
+    pub fn backoff(&self, resend: u32) -> Duration {
+        let factor = self.multiplier.powi(resend.saturating_sub(1) as i32);
+        self.initial_backoff.mul_f64(factor).min(self.max_backoff)
+    }
+}
+
+/// Resends a request on connection errors, timeouts, 429 and 5xx, with exponential backoff.
+///
+/// Only requests whose body can be cloned are retried. Callers are expected to make retried requests
+/// idempotent (the kitchen's `POST /tickets` is idempotent on the order id).
+#[derive(Debug, Clone)]
+pub struct Retry {
+    policy: RetryPolicy,
+}
+
+impl Retry {
+    /// A retry layer with this policy.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Retry {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<reqwest::Response> {
+        let mut attempt = 0;
+        loop {
+            let Some(this_try) = req.try_clone() else {
+                return next.run(req, extensions).await;
+            };
+            extensions.insert(ResendCount(attempt));
+            let result = next.clone().run(this_try, extensions).await;
+            attempt += 1;
+            let retryable = match &result {
+                Ok(r) => r.status().is_server_error() || r.status() == http::StatusCode::TOO_MANY_REQUESTS,
+                Err(reqwest_middleware::Error::Reqwest(e)) => e.is_connect() || e.is_timeout(),
+                Err(_) => false,
+            };
+            if !retryable || attempt >= self.policy.max_attempts {
+                return result;
+            }
+            tokio::time::sleep(self.policy.backoff(attempt)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_and_stops_at_the_maximum() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_millis(500),
+        };
+        let waits: Vec<u128> = (1..=5).map(|n| p.backoff(n).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_url_full() {
+        let url = reqwest::Url::parse("http://user:secret@kitchen:8081/tickets").unwrap();
+        assert_eq!(redact(&url), "http://REDACTED:REDACTED@kitchen:8081/tickets");
+    }
+}

@@ -1,0 +1,368 @@
+//! The engine from outside: register workflows, start runs, signal and cancel them, read their
+//! status and step history, and build workers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use pizza_telemetry::Topology;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::context::WorkflowContext;
+use crate::core::{AttemptStatus, RunStatus, StepKind};
+use crate::error::{Error, RunError, StepError, WorkflowError};
+use crate::store::{self, NewRun};
+use crate::telemetry::{self, Metrics, RunLabels};
+use crate::worker::{Worker, WorkerConfig};
+
+type BoxedWorkflow =
+    Arc<dyn Fn(WorkflowContext, Value) -> BoxFuture<'static, Result<Value, WorkflowError>> + Send + Sync>;
+
+/// The workflow functions a worker can execute, by name.
+#[derive(Clone, Default)]
+pub struct Workflows {
+    map: BTreeMap<String, BoxedWorkflow>,
+}
+
+impl std::fmt::Debug for Workflows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.map.keys()).finish()
+    }
+}
+
+impl Workflows {
+    /// No workflows yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `f` as the workflow `name`: an async function of its context and its input.
+    ///
+    /// It must be deterministic apart from its steps: the same input and the same step results must
+    /// lead to the same step calls in the same order. Read time, randomness and the outside world
+    /// only inside steps.
+    pub fn register<I, O, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(WorkflowContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let boxed: BoxedWorkflow = Arc::new(move |ctx, input| {
+            let f = f.clone();
+            Box::pin(async move {
+                let input: I = serde_json::from_value(input)?;
+                let output = f(ctx, input).await?;
+                Ok(serde_json::to_value(output)?)
+            })
+        });
+        self.map.insert(name.to_owned(), boxed);
+        self
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<BoxedWorkflow> {
+        self.map.get(name).cloned()
+    }
+
+    /// The registered names.
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+}
+
+/// How to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Starting again with the same key (for the same workflow) returns the first run instead of a
+    /// new one: a retried `POST /orders` starts one order workflow.
+    pub idempotency_key: Option<String>,
+    /// The run must end within this; past it, the next step boundary raises
+    /// [`WorkflowError::DeadlineExceeded`].
+    pub deadline: Option<Duration>,
+    /// The order the run serves: `pizza.order.id` on every span of the run and of its children.
+    pub order_id: Option<String>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The run's id.
+    pub id: Uuid,
+    /// The workflow's name.
+    pub workflow_name: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Its input.
+    pub input: Value,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+    /// Its error, once failed or cancelled.
+    pub error: Option<RunError>,
+    /// The key it was started with.
+    pub idempotency_key: Option<String>,
+    /// The run that started it as a child.
+    pub parent_run_id: Option<Uuid>,
+    /// How many times a worker claimed it.
+    pub executions: u32,
+    /// The create span's `traceparent`.
+    pub traceparent: Option<String>,
+    /// The order it serves.
+    pub order_id: Option<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// First claimed.
+    pub started_at: Option<OffsetDateTime>,
+    /// Ended.
+    pub finished_at: Option<OffsetDateTime>,
+    /// Due (pending, sleeping) or lease expiry (running).
+    pub available_at: OffsetDateTime,
+    /// Its deadline.
+    pub deadline_at: Option<OffsetDateTime>,
+    /// Whether cancellation was asked for.
+    pub cancel_requested: bool,
+}
+
+/// One recorded step attempt (or wait), as [`Engine::history`] returns it.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// The step's position.
+    pub step_index: u32,
+    /// The step's name.
+    pub step_name: String,
+    /// Its kind.
+    pub kind: StepKind,
+    /// 1-based.
+    pub attempt: u32,
+    /// Where it stands.
+    pub status: AttemptStatus,
+    /// Its recorded result.
+    pub output: Option<Value>,
+    /// Its error.
+    pub error: Option<StepError>,
+    /// When it is retried, if it failed and will be.
+    pub retry_at: Option<OffsetDateTime>,
+    /// A wait's timer.
+    pub wake_at: Option<OffsetDateTime>,
+    /// A child run.
+    pub child_run_id: Option<Uuid>,
+    /// Started.
+    pub started_at: OffsetDateTime,
+    /// Finished.
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub topology: Topology,
+    pub metrics: Metrics,
+    /// Wakes this process's idle workers at once when this process starts or signals a run; workers
+    /// in other processes find it at their next poll.
+    pub wake_local: Arc<Notify>,
+}
+
+/// The engine: a handle on the database with the tracing topology and the clock. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    topology: Topology,
+    metrics: Option<Metrics>,
+}
+
+impl EngineBuilder {
+    /// How executions are drawn: children of the create span (`continuous`) or new traces linked to
+    /// it (`linked`). Default `continuous`.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The instruments (default: on the global meter provider).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        Engine {
+            shared: Arc::new(Shared {
+                pool: self.pool,
+                clock: self.clock,
+                topology: self.topology,
+                metrics: self.metrics.unwrap_or_else(Metrics::global),
+                wake_local: Arc::new(Notify::new()),
+            }),
+        }
+    }
+}
+
+impl Engine {
+    /// An engine on `pool`, with the defaults; see [`EngineBuilder`].
+    pub fn builder(pool: PgPool) -> EngineBuilder {
+        EngineBuilder {
+            pool,
+            clock: Arc::new(SystemClock),
+            topology: Topology::default(),
+            metrics: None,
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// Starts a run of `workflow` with `input`; returns its id (the existing run's, for a repeated
+    /// idempotency key). Emits `workflow_run.create {workflow}` as a child of the current span and
+    /// stores that span's context with the run.
+    pub async fn start<I: Serialize>(
+        &self,
+        workflow: &str,
+        input: &I,
+        options: StartOptions,
+    ) -> Result<Uuid, Error> {
+        let input = serde_json::to_value(input)?;
+        let labels = RunLabels {
+            run_id: Uuid::now_v7(),
+            workflow_name: workflow.to_owned(),
+            order_id: options.order_id,
+        };
+        let span = telemetry::create_span(&labels, None);
+        let carrier = telemetry::carrier_of(&span);
+        let now = self.shared.clock.now();
+        let run = NewRun {
+            id: labels.run_id,
+            workflow_name: workflow,
+            input: &input,
+            idempotency_key: options.idempotency_key.as_deref(),
+            parent_run_id: None,
+            carrier: &carrier,
+            created_at: now,
+            deadline_at: options.deadline.map(|d| now + d),
+            order_id: labels.order_id.as_deref(),
+        };
+        let result = async {
+            let mut conn = self.shared.pool.acquire().await?;
+            store::insert_run(&mut conn, run).await
+        }
+        .instrument(span.clone())
+        .await;
+        // With an idempotency key that names an existing run, the existing run's id is returned; the
+        // create span keeps the id drawn above (attributes cannot be replaced once set), which the
+        // run table never holds: a repeated start shows as a create span of a run that does not exist.
+        let (id, _created) =
+            result.inspect_err(|e| telemetry::record_failure(&span, "database", &e.to_string()))?;
+        self.shared.wake_local.notify_waiters();
+        Ok(id)
+    }
+
+    /// Sends the signal `name` with `payload` to a run; see
+    /// [`WorkflowContext::wait_for_signal`](crate::WorkflowContext::wait_for_signal) for when a wait
+    /// receives it. With an idempotency key, sending twice stores one signal. Returns whether the
+    /// signal was stored now. Emits `workflow.signal.send {name}`, a child of the current span linked
+    /// to the run's create span; the wait that takes the signal links to it.
+    pub async fn signal<T: Serialize>(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        payload: &T,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool, Error> {
+        let payload = serde_json::to_value(payload)?;
+        let mut tx = self.shared.pool.begin().await?;
+        let target = store::signal_target(&mut tx, run_id)
+            .await?
+            .ok_or(Error::NotFound(run_id))?;
+        if target.status.is_terminal() {
+            return Err(Error::RunFinished(run_id));
+        }
+        let labels = RunLabels {
+            run_id,
+            workflow_name: target.workflow_name,
+            order_id: target.order_id,
+        };
+        let span = telemetry::signal_send_span(&labels, &target.carrier, name);
+        let sender = telemetry::carrier_of(&span);
+        let now = self.shared.clock.now();
+        let stored = store::insert_signal(&mut tx, run_id, name, &payload, idempotency_key, &sender, now)
+            .instrument(span.clone())
+            .await?;
+        tx.commit().await?;
+        self.shared.wake_local.notify_waiters();
+        Ok(stored)
+    }
+
+    /// Asks a run to stop. Its code receives [`WorkflowError::Cancelled`] at the next step boundary
+    /// (a parked run is woken for it) and may compensate; returning the error ends it `cancelled`.
+    /// Returns the run's status when asked.
+    pub async fn cancel(&self, run_id: Uuid) -> Result<RunStatus, Error> {
+        let mut tx = self.shared.pool.begin().await?;
+        let status = store::request_cancel(&mut tx, run_id, self.shared.clock.now()).await?;
+        tx.commit().await?;
+        self.shared.wake_local.notify_waiters();
+        status.ok_or(Error::NotFound(run_id))
+    }
+
+    /// A run's state.
+    pub async fn status(&self, run_id: Uuid) -> Result<RunInfo, Error> {
+        let mut conn = self.shared.pool.acquire().await?;
+        store::run_info(&mut conn, run_id)
+            .await?
+            .ok_or(Error::NotFound(run_id))
+    }
+
+    /// A run's step attempts and waits, in step order.
+    pub async fn history(&self, run_id: Uuid) -> Result<Vec<StepRecord>, Error> {
+        store::step_history(&self.shared.pool, run_id).await
+    }
+
+    /// Polls until the run ends, at most `timeout`.
+    pub async fn wait_until_finished(&self, run_id: Uuid, timeout: Duration) -> Result<RunInfo, Error> {
+        let started = Instant::now();
+        loop {
+            let run = self.status(run_id).await?;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    run_id,
+                    status: run.status.to_string(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A worker executing `workflows`; run it with [`Worker::run`].
+    pub fn worker(&self, workflows: Workflows, config: WorkerConfig) -> Worker {
+        Worker::new(self.shared.clone(), workflows, config)
+    }
+}

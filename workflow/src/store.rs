@@ -1,0 +1,675 @@
+//! Every SQL statement of the engine, in one place.
+//!
+//! Statements are checked at run time (`sqlx::query`), not at compile time: the workspace builds
+//! offline without committed query data. The tests run every statement against the real PostgreSQL.
+//!
+//! None of these queries is traced: the claim loop polls several times a second per worker, and a
+//! span per poll would bury the workflow spans in Jaeger under thousands of roots. Queue lag is a
+//! metric instead ([`crate::telemetry`]).
+//!
+//! # Fencing
+//! Every write an execution makes names the lease it holds: `lease_owner` and the `executions`
+//! count it claimed with. A worker that stalled past its lease (a long GC pause, a partition) and
+//! wakes up after another worker took the run over finds no row to update and stops
+//! ([`WorkflowError::LeaseLost`]): the claim bumped `executions`, so the stale token no longer matches.
+
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row as _};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::core::{AttemptRecord, AttemptStatus, Interrupt, RunStatus, StepKind};
+use crate::error::{Error, RunError, StepError, WorkflowError};
+use crate::{RunInfo, StepRecord};
+
+/// Applies the engine's migrations. The schema `workflow` and its migration history
+/// (`workflow._sqlx_migrations`) belong to the engine alone, so the migrations of the service that
+/// embeds it, with their own `_sqlx_migrations`, never see these and never collide with them.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("workflow._sqlx_migrations");
+    migrator.create_schema("workflow");
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// The lease an execution holds: the fencing token of every write it makes.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub run_id: Uuid,
+    pub owner: String,
+    pub execution: i32,
+}
+
+/// A run as a worker claimed it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedRun {
+    pub id: Uuid,
+    pub workflow_name: String,
+    pub input: Value,
+    pub executions: i32,
+    pub carrier: Vec<(String, String)>,
+    pub wake_carrier: Vec<(String, String)>,
+    pub wake_reason: Option<String>,
+    pub wake_seq: i64,
+    pub created_at: OffsetDateTime,
+    pub deadline_at: Option<OffsetDateTime>,
+    pub cancel_requested: bool,
+    pub interrupt: Option<(Interrupt, u32)>,
+    pub order_id: Option<String>,
+    pub due_at: OffsetDateTime,
+    pub lease_expired: bool,
+}
+
+/// A run to create.
+#[derive(Debug)]
+pub(crate) struct NewRun<'a> {
+    pub id: Uuid,
+    pub workflow_name: &'a str,
+    pub input: &'a Value,
+    pub idempotency_key: Option<&'a str>,
+    pub parent_run_id: Option<Uuid>,
+    pub carrier: &'a [(String, String)],
+    pub created_at: OffsetDateTime,
+    pub deadline_at: Option<OffsetDateTime>,
+    pub order_id: Option<&'a str>,
+}
+
+fn carrier(tp: Option<String>, ts: Option<String>) -> Vec<(String, String)> {
+    let mut c = Vec::new();
+    if let Some(tp) = tp {
+        c.push(("traceparent".to_owned(), tp));
+    }
+    if let Some(ts) = ts.filter(|s| !s.is_empty()) {
+        c.push(("tracestate".to_owned(), ts));
+    }
+    c
+}
+
+fn field<'a>(carrier: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    carrier.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Inserts a run unless one with the same workflow name and idempotency key exists; returns the run's
+/// id and whether it was created now.
+pub(crate) async fn insert_run(
+    conn: &mut PgConnection,
+    run: NewRun<'_>,
+) -> Result<(Uuid, bool), sqlx::Error> {
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "insert into workflow.runs (id, workflow_name, status, input, idempotency_key, parent_run_id, \
+             available_at, traceparent, tracestate, created_at, deadline_at, order_id) \
+         values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $6, $9, $10) \
+         on conflict (workflow_name, idempotency_key) do nothing \
+         returning id",
+    )
+    .bind(run.id)
+    .bind(run.workflow_name)
+    .bind(run.input)
+    .bind(run.idempotency_key)
+    .bind(run.parent_run_id)
+    .bind(run.created_at)
+    .bind(field(run.carrier, "traceparent"))
+    .bind(field(run.carrier, "tracestate"))
+    .bind(run.deadline_at)
+    .bind(run.order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = inserted {
+        return Ok((id, true));
+    }
+    let existing: Uuid =
+        sqlx::query_scalar("select id from workflow.runs where workflow_name = $1 and idempotency_key = $2")
+            .bind(run.workflow_name)
+            .bind(run.idempotency_key)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok((existing, false))
+}
+
+/// Claims the most overdue runnable run of the given workflows, if any, under a lease until
+/// `lease_until`.
+///
+/// `for update skip locked` is what lets any number of workers poll the same table: a run another
+/// worker is claiming at this instant is skipped, not waited for, so each runnable run goes to exactly
+/// one worker and nobody blocks. A `running` run is claimable too once its lease (`available_at`) has
+/// expired: that is how a dead worker's runs are recovered, with no coordinator.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    workflows: &[String],
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> Result<Option<ClaimedRun>, sqlx::Error> {
+    let row = sqlx::query(
+        "with next as ( \
+             select id, available_at, status from workflow.runs \
+             where status in ('pending', 'running', 'sleeping') and available_at <= $1 \
+               and workflow_name = any($2) \
+             order by available_at \
+             limit 1 \
+             for update skip locked \
+         ) \
+         update workflow.runs r \
+         set status = 'running', lease_owner = $3, available_at = $4, executions = r.executions + 1, \
+             started_at = coalesce(r.started_at, $1) \
+         from next where r.id = next.id \
+         returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
+             r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, r.deadline_at, \
+             r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, r.interrupt_step, \
+             r.parent_run_id, r.order_id, next.available_at as due_at, next.status as previous_status",
+    )
+    .bind(now)
+    .bind(workflows)
+    .bind(owner)
+    .bind(lease_until)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let interrupt_kind: Option<String> = row.try_get("interrupt_kind")?;
+    let interrupt_step: Option<i32> = row.try_get("interrupt_step")?;
+    let interrupt = match (interrupt_kind, interrupt_step) {
+        (Some(k), Some(i)) => Some((k.parse().map_err(decode_err)?, i as u32)),
+        _ => None,
+    };
+    let previous: String = row.try_get("previous_status")?;
+    Ok(Some(ClaimedRun {
+        id: row.try_get("id")?,
+        workflow_name: row.try_get("workflow_name")?,
+        input: row.try_get("input")?,
+        executions: row.try_get("executions")?,
+        carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
+        wake_carrier: carrier(row.try_get("wake_traceparent")?, row.try_get("wake_tracestate")?),
+        wake_reason: row.try_get("wake_reason")?,
+        wake_seq: row.try_get("wake_seq")?,
+        created_at: row.try_get("created_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        interrupt,
+        order_id: row.try_get("order_id")?,
+        due_at: row.try_get("due_at")?,
+        lease_expired: previous == "running",
+    }))
+}
+
+fn decode_err(e: String) -> sqlx::Error {
+    sqlx::Error::Decode(e.into())
+}
+
+/// Extends a lease. `false` means the lease is gone: another worker owns the run, or it ended.
+pub(crate) async fn heartbeat(
+    pool: &PgPool,
+    lease: &Lease,
+    lease_until: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "update workflow.runs set available_at = $4 \
+         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running'",
+    )
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(lease_until)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Locks the run row in share mode if this execution still holds its lease, else fails with
+/// [`WorkflowError::LeaseLost`]. Held until the transaction ends, so a takeover (which updates the
+/// row) waits for this transaction and then sees what it wrote.
+pub(crate) async fn fence(conn: &mut PgConnection, lease: &Lease) -> Result<(), WorkflowError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "select 1 from workflow.runs \
+         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' for share",
+    )
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .fetch_optional(&mut *conn)
+    .await?;
+    held.map(|_| ()).ok_or(WorkflowError::LeaseLost)
+}
+
+fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    let error: Option<Value> = row.try_get("error")?;
+    Ok(AttemptRecord {
+        step_index: row.try_get::<i32, _>("step_index")? as u32,
+        step_name: row.try_get("step_name")?,
+        kind: kind.parse::<StepKind>().map_err(decode_err)?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        status: status.parse::<AttemptStatus>().map_err(decode_err)?,
+        output: row.try_get("output")?,
+        error: error
+            .map(serde_json::from_value::<StepError>)
+            .transpose()
+            .map_err(|e| decode_err(e.to_string()))?,
+        retry_at: row.try_get("retry_at")?,
+        wake_at: row.try_get("wake_at")?,
+        child_run_id: row.try_get("child_run_id")?,
+        started_at: row.try_get("started_at")?,
+    })
+}
+
+/// Every recorded attempt of a run, in step order: what replay matches against.
+pub(crate) async fn load_history(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRecord>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select step_index, step_name, kind, attempt, status, output, error, retry_at, wake_at, child_run_id, \
+             started_at \
+         from workflow.step_attempts where run_id = $1 order by step_index, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(attempt_from_row).collect()
+}
+
+/// A new attempt row.
+#[derive(Debug)]
+pub(crate) struct NewAttempt<'a> {
+    pub step_index: u32,
+    pub step_name: &'a str,
+    pub kind: StepKind,
+    pub attempt: u32,
+    pub status: AttemptStatus,
+    pub output: Option<&'a Value>,
+    pub wake_at: Option<OffsetDateTime>,
+    pub child_run_id: Option<Uuid>,
+    pub started_at: OffsetDateTime,
+}
+
+/// Records an attempt (fenced by the caller's transaction or by `fence` here).
+pub(crate) async fn insert_attempt(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    a: NewAttempt<'_>,
+) -> Result<(), sqlx::Error> {
+    let finished = (a.status == AttemptStatus::Completed).then_some(a.started_at);
+    sqlx::query(
+        "insert into workflow.step_attempts \
+             (run_id, step_index, step_name, kind, attempt, status, output, wake_at, child_run_id, started_at, \
+              finished_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(run_id)
+    .bind(a.step_index as i32)
+    .bind(a.step_name)
+    .bind(a.kind.as_str())
+    .bind(a.attempt as i32)
+    .bind(a.status.as_str())
+    .bind(a.output)
+    .bind(a.wake_at)
+    .bind(a.child_run_id)
+    .bind(a.started_at)
+    .bind(finished)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd<'a> {
+    /// Completed with this output.
+    Completed(&'a Value),
+    /// Failed; retried at `retry_at` if given.
+    Failed {
+        error: &'a StepError,
+        retry_at: Option<OffsetDateTime>,
+    },
+}
+
+/// Closes an attempt row.
+pub(crate) async fn finish_attempt(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    step_index: u32,
+    attempt: u32,
+    end: AttemptEnd<'_>,
+    now: OffsetDateTime,
+) -> Result<(), WorkflowError> {
+    let (status, output, error, retry_at) = match end {
+        AttemptEnd::Completed(v) => ("completed", Some(v.clone()), None, None),
+        AttemptEnd::Failed { error, retry_at } => {
+            ("failed", None, Some(serde_json::to_value(error)?), retry_at)
+        }
+    };
+    sqlx::query(
+        "update workflow.step_attempts set status = $4, output = $5, error = $6, retry_at = $7, finished_at = $8 \
+         where run_id = $1 and step_index = $2 and attempt = $3",
+    )
+    .bind(run_id)
+    .bind(step_index as i32)
+    .bind(attempt as i32)
+    .bind(status)
+    .bind(output)
+    .bind(error)
+    .bind(retry_at)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that an interrupt was delivered to the step call at `step_index`.
+pub(crate) async fn record_interrupt(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    interrupt: Interrupt,
+    step_index: u32,
+) -> Result<(), WorkflowError> {
+    let updated = sqlx::query(
+        "update workflow.runs set interrupt_kind = $4, interrupt_step = $5 \
+         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running'",
+    )
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(interrupt.as_str())
+    .bind(step_index as i32)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
+/// Parks the run until `until`, and records this execution as what will wake it (a timer). If
+/// something woke the run while it executed (`wake_seq` moved), it is made due at once and keeps that
+/// cause instead: without this, a signal arriving between the mailbox check and the park would sleep
+/// until the wait's timeout.
+pub(crate) async fn park(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    seen_wake_seq: i64,
+    until: OffsetDateTime,
+    now: OffsetDateTime,
+    wake: &[(String, String)],
+    reason: &str,
+) -> Result<(), WorkflowError> {
+    let updated = sqlx::query(
+        "update workflow.runs set status = 'sleeping', lease_owner = null, \
+             available_at = case when wake_seq <> $4 then $5 else $6 end, \
+             wake_traceparent = case when wake_seq <> $4 then wake_traceparent else $7 end, \
+             wake_tracestate = case when wake_seq <> $4 then wake_tracestate else $8 end, \
+             wake_reason = case when wake_seq <> $4 then wake_reason else $9 end \
+         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running'",
+    )
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(seen_wake_seq)
+    .bind(now)
+    .bind(until)
+    .bind(field(wake, "traceparent"))
+    .bind(field(wake, "tracestate"))
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
+/// Ends the run. Returns its parent, if any.
+pub(crate) async fn finish_run(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    status: RunStatus,
+    output: Option<&Value>,
+    error: Option<&RunError>,
+    now: OffsetDateTime,
+) -> Result<Option<Uuid>, WorkflowError> {
+    let error = error.map(serde_json::to_value).transpose()?;
+    let parent: Option<Option<Uuid>> = sqlx::query_scalar(
+        "update workflow.runs set status = $4, output = $5, error = $6, finished_at = $7, lease_owner = null \
+         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
+         returning parent_run_id",
+    )
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(status.as_str())
+    .bind(output)
+    .bind(error)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    parent.ok_or(WorkflowError::LeaseLost)
+}
+
+/// Wakes a run from outside (a signal, a child's end, a cancel): bumps `wake_seq`, makes a parked run
+/// due now, and records the cause for the next execution's span link. A run that is executing keeps
+/// its lease; its park sees the moved `wake_seq` and comes straight back.
+pub(crate) async fn wake(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    now: OffsetDateTime,
+    cause: &[(String, String)],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update workflow.runs set wake_seq = wake_seq + 1, \
+             available_at = case when status = 'sleeping' then least(available_at, $2) else available_at end, \
+             wake_traceparent = coalesce($3, wake_traceparent), \
+             wake_tracestate = case when $3 is null then wake_tracestate else $4 end, \
+             wake_reason = $5 \
+         where id = $1 and status in ('pending', 'running', 'sleeping')",
+    )
+    .bind(run_id)
+    .bind(now)
+    .bind(field(cause, "traceparent"))
+    .bind(field(cause, "tracestate"))
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What a sender needs to know about the run it signals.
+#[derive(Debug)]
+pub(crate) struct SignalTarget {
+    pub status: RunStatus,
+    pub workflow_name: String,
+    pub carrier: Vec<(String, String)>,
+    pub order_id: Option<String>,
+}
+
+/// The run a signal goes to.
+pub(crate) async fn signal_target(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> Result<Option<SignalTarget>, sqlx::Error> {
+    let row = sqlx::query(
+        "select status, workflow_name, traceparent, tracestate, order_id from workflow.runs where id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        let status: String = row.try_get("status")?;
+        Ok(SignalTarget {
+            status: status.parse().map_err(decode_err)?,
+            workflow_name: row.try_get("workflow_name")?,
+            carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
+            order_id: row.try_get("order_id")?,
+        })
+    })
+    .transpose()
+}
+
+/// Puts a signal in the run's mailbox (once per idempotency key) and wakes the run. Returns whether it
+/// was stored now.
+pub(crate) async fn insert_signal(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    name: &str,
+    payload: &Value,
+    idempotency_key: Option<&str>,
+    sender: &[(String, String)],
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "insert into workflow.signals (run_id, signal_name, payload, idempotency_key, sent_at, traceparent, tracestate) \
+         values ($1, $2, $3, $4, $5, $6, $7) \
+         on conflict (idempotency_key) do nothing returning id",
+    )
+    .bind(run_id)
+    .bind(name)
+    .bind(payload)
+    .bind(idempotency_key)
+    .bind(now)
+    .bind(field(sender, "traceparent"))
+    .bind(field(sender, "tracestate"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_some() {
+        wake(conn, run_id, now, sender, "signal").await?;
+    }
+    Ok(inserted.is_some())
+}
+
+/// A signal taken from the mailbox.
+#[derive(Debug)]
+pub(crate) struct ConsumedSignal {
+    pub payload: Value,
+    pub sender: Vec<(String, String)>,
+}
+
+/// Takes the oldest unconsumed signal `name` of the run, marking it consumed by `step_index`.
+pub(crate) async fn consume_signal(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    name: &str,
+    step_index: u32,
+    now: OffsetDateTime,
+) -> Result<Option<ConsumedSignal>, sqlx::Error> {
+    let row = sqlx::query(
+        "update workflow.signals set consumed_by_step = $3, consumed_at = $4 \
+         where id = (select id from workflow.signals \
+                     where run_id = $1 and signal_name = $2 and consumed_by_step is null \
+                     order by id limit 1 for update) \
+         returning payload, traceparent, tracestate",
+    )
+    .bind(run_id)
+    .bind(name)
+    .bind(step_index as i32)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(ConsumedSignal {
+            payload: row.try_get("payload")?,
+            sender: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
+        })
+    })
+    .transpose()
+}
+
+/// Asks a run to stop. Returns its status, or `None` if there is no such run.
+pub(crate) async fn request_cancel(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<RunStatus>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar(
+        "update workflow.runs set cancel_requested_at = coalesce(cancel_requested_at, $2) \
+         where id = $1 returning status",
+    )
+    .bind(run_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let status = status
+        .map(|s| s.parse::<RunStatus>().map_err(decode_err))
+        .transpose()?;
+    if status.is_some_and(|s| !s.is_terminal()) {
+        wake(conn, run_id, now, &[], "cancel").await?;
+    }
+    Ok(status)
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunInfo, Error> {
+    let status: String = row.try_get("status")?;
+    let error: Option<Value> = row.try_get("error")?;
+    Ok(RunInfo {
+        id: row.try_get("id")?,
+        workflow_name: row.try_get("workflow_name")?,
+        status: status.parse().map_err(Error::Corrupt)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: error.map(serde_json::from_value).transpose()?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent_run_id: row.try_get("parent_run_id")?,
+        executions: row.try_get::<i32, _>("executions")? as u32,
+        traceparent: row.try_get("traceparent")?,
+        order_id: row.try_get("order_id")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        available_at: row.try_get("available_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+    })
+}
+
+/// A run's row.
+pub(crate) async fn run_info(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunInfo>, Error> {
+    let row = sqlx::query(
+        "select id, workflow_name, status, input, output, error, idempotency_key, parent_run_id, executions, \
+             traceparent, order_id, created_at, started_at, finished_at, available_at, deadline_at, \
+             cancel_requested_at is not null as cancel_requested \
+         from workflow.runs where id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(run_from_row).transpose()
+}
+
+/// A run's step attempts, for people and tests.
+pub(crate) async fn step_history(pool: &PgPool, run_id: Uuid) -> Result<Vec<StepRecord>, Error> {
+    let rows = sqlx::query(
+        "select step_index, step_name, kind, attempt, status, output, error, retry_at, wake_at, child_run_id, \
+             started_at, finished_at \
+         from workflow.step_attempts where run_id = $1 order by step_index, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let record = attempt_from_row(row)?;
+            Ok(StepRecord {
+                step_index: record.step_index,
+                step_name: record.step_name,
+                kind: record.kind,
+                attempt: record.attempt,
+                status: record.status,
+                output: record.output,
+                error: record.error,
+                retry_at: record.retry_at,
+                wake_at: record.wake_at,
+                child_run_id: record.child_run_id,
+                started_at: record.started_at,
+                finished_at: row.try_get("finished_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Runs not yet ended, for the `workflow.active_runs` gauge.
+pub(crate) async fn count_active(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from workflow.runs where status in ('pending', 'running', 'sleeping')",
+    )
+    .fetch_one(pool)
+    .await
+}

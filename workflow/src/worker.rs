@@ -1,0 +1,355 @@
+//! Workers: claim runnable runs, execute them under a lease, and write what the execution decided.
+//!
+//! A worker is a loop: claim one due run (`for update skip locked`), execute it in a task while a
+//! heartbeat keeps its lease, claim the next. Any number of workers, in any number of processes, share
+//! one database with no coordinator: the claim gives each due run to exactly one of them, and a run
+//! whose worker died becomes claimable again when its lease expires. The next worker replays the
+//! workflow from its recorded steps and goes on from the step that was in flight.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use pizza_telemetry::propagation;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
+
+use crate::context::{ContextParts, WorkflowContext};
+use crate::core::{self, ExecutionOutcome, InterruptState, RunAction, RunStatus};
+use crate::engine::{Shared, Workflows};
+use crate::error::{Error, RunError, WorkflowError};
+use crate::store::{self, ClaimedRun, Lease};
+use crate::telemetry::{self, EndedRun, RunLabels};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this worker in `lease_owner` and `workflow.worker.id`.
+    pub id: String,
+    /// How long a claim holds a run without a heartbeat. A dead worker's runs wait this long before
+    /// another worker takes them; heartbeats renew it every third of it.
+    pub lease: Duration,
+    /// How often an idle worker asks for due runs.
+    pub poll_interval: Duration,
+    /// Executions at once.
+    pub concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    /// A 30 s lease, polling every 500 ms, 4 executions at once.
+    fn default() -> Self {
+        Self {
+            id: format!("worker-{}", &Uuid::new_v4().simple().to_string()[..8]),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            concurrency: 4,
+        }
+    }
+}
+
+/// A worker; see the module docs.
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    workflows: Arc<Workflows>,
+    config: WorkerConfig,
+}
+
+/// How often a worker counts the runs not yet ended, for `workflow.active_runs`.
+const ACTIVE_RUNS_EVERY: Duration = Duration::from_secs(5);
+
+impl Worker {
+    pub(crate) fn new(shared: Arc<Shared>, workflows: Workflows, config: WorkerConfig) -> Self {
+        Self {
+            shared,
+            workflows: Arc::new(workflows),
+            config,
+        }
+    }
+
+    /// Claims and executes runs until `shutdown` resolves, then waits for the executions in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let names = self.workflows.names();
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut executions = JoinSet::new();
+        let mut last_count: Option<Instant> = None;
+        let shutdown = shutdown.fuse();
+        tokio::pin!(shutdown);
+        loop {
+            while executions.try_join_next().is_some() {}
+            if last_count.is_none_or(|t| t.elapsed() >= ACTIVE_RUNS_EVERY) {
+                last_count = Some(Instant::now());
+                if let Ok(n) = store::count_active(&self.shared.pool).await {
+                    self.shared.metrics.set_active_runs(n);
+                }
+            }
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            // Register for a local wake-up before looking, so a start between the claim and the wait
+            // is not missed.
+            let woken = self.shared.wake_local.notified();
+            let now = self.shared.clock.now();
+            match store::claim(
+                &self.shared.pool,
+                &self.config.id,
+                &names,
+                now,
+                now + self.config.lease,
+            )
+            .await
+            {
+                Ok(Some(run)) => {
+                    let execution = Execution {
+                        shared: self.shared.clone(),
+                        workflows: self.workflows.clone(),
+                        config: self.config.clone(),
+                    };
+                    executions.spawn(async move {
+                        execution.execute(run).await;
+                        drop(slot);
+                    });
+                }
+                Ok(None) => {
+                    drop(slot);
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                        () = woken => {}
+                        () = &mut shutdown => break,
+                    }
+                }
+                Err(e) => {
+                    drop(slot);
+                    tracing::warn!(error = %e, worker = %self.config.id, "claiming a run failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                        () = &mut shutdown => break,
+                    }
+                }
+            }
+        }
+        while executions.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+struct Execution {
+    shared: Arc<Shared>,
+    workflows: Arc<Workflows>,
+    config: WorkerConfig,
+}
+
+impl Execution {
+    async fn execute(self, run: ClaimedRun) {
+        let now = self.shared.clock.now();
+        self.shared
+            .metrics
+            .claimed(&run.workflow_name, (now - run.due_at).as_seconds_f64());
+        let lease = Lease {
+            run_id: run.id,
+            owner: self.config.id.clone(),
+            execution: run.executions,
+        };
+        let labels = RunLabels {
+            run_id: run.id,
+            workflow_name: run.workflow_name.clone(),
+            order_id: run.order_id.clone(),
+        };
+        let span = telemetry::execute_span(
+            &labels,
+            &run.carrier,
+            &run.wake_carrier,
+            self.shared.topology,
+            run.executions,
+            &self.config.id,
+        );
+        if let Some(reason) = run.wake_reason.as_deref() {
+            tracing::debug!(parent: &span, run_id = %run.id, reason, lease_expired = run.lease_expired, "execution woken");
+        }
+        let interrupts = InterruptState {
+            delivered: run.interrupt,
+            cancel_requested: run.cancel_requested,
+            deadline_at: run.deadline_at,
+        };
+        let history = match store::load_history(&self.shared.pool, run.id).await {
+            Ok(h) => h,
+            Err(e) => {
+                // The lease will expire and another execution will try again.
+                tracing::warn!(parent: &span, error = %e, run_id = %run.id, "loading the history failed");
+                telemetry::record_failure(&span, "database", &e.to_string());
+                return;
+            }
+        };
+        let ctx = WorkflowContext::new(ContextParts {
+            pool: self.shared.pool.clone(),
+            clock: self.shared.clock.clone(),
+            lease: lease.clone(),
+            labels: labels.clone(),
+            execution_number: run.executions,
+            history,
+            execution_cx: span.context(),
+            metrics: self.shared.metrics.clone(),
+            wake_local: self.shared.wake_local.clone(),
+            interrupts,
+        });
+        let Some(workflow) = self.workflows.get(&run.workflow_name) else {
+            // Claims only ask for registered names, so this is a bug, not an operating condition.
+            tracing::error!(parent: &span, run_id = %run.id, workflow = %run.workflow_name, "claimed an unregistered workflow");
+            return;
+        };
+
+        let lost = Arc::new(Notify::new());
+        let heartbeat = tokio::spawn(heartbeat(
+            self.shared.clone(),
+            lease.clone(),
+            self.config.lease,
+            lost.clone(),
+        ));
+        // A panic in workflow or step code fails the run; left to unwind, it would kill the task, the
+        // lease would expire, and every later execution would panic the same way, forever.
+        let guarded =
+            std::panic::AssertUnwindSafe(workflow(ctx.clone(), run.input.clone()).instrument(span.clone()))
+                .catch_unwind()
+                .map(|r| {
+                    r.unwrap_or_else(|panic| Err(WorkflowError::failed("panic", panic_message(&panic))))
+                });
+        let result = tokio::select! {
+            result = guarded => Some(result),
+            () = lost.notified() => None,
+        };
+        heartbeat.abort();
+
+        let summary = ctx.summary();
+        span.set_attribute(
+            pizza_telemetry::attributes::workflow::REPLAY,
+            summary.replayed > 0,
+        );
+        span.set_attribute(
+            pizza_telemetry::attributes::workflow::REPLAYED_STEPS,
+            i64::from(summary.replayed),
+        );
+        let outcome = match (result, summary.suspended) {
+            (None, _) => ExecutionOutcome::Returned(Err(WorkflowError::LeaseLost)),
+            (Some(_), _) if summary.aborted => ExecutionOutcome::Returned(Err(WorkflowError::LeaseLost)),
+            (Some(_), Some((until, _))) => ExecutionOutcome::Suspended(until),
+            (Some(result), None) => ExecutionOutcome::Returned(result),
+        };
+        let action = core::apply(&summary.interrupts, outcome);
+        let reason = summary.suspended.map(|(_, r)| r.as_str()).unwrap_or("timer");
+        match self.carry_out(&run, &lease, &labels, &span, action, reason).await {
+            Ok(()) => {}
+            Err(WorkflowError::LeaseLost) => {
+                tracing::info!(parent: &span, run_id = %run.id, "lease lost; another worker owns the run");
+                telemetry::record_failure(&span, "lease_lost", "the lease on the run was lost");
+            }
+            Err(e) => {
+                tracing::warn!(parent: &span, run_id = %run.id, error = %e, "recording the execution failed");
+                telemetry::record_failure(&span, "database", &e.to_string());
+            }
+        }
+    }
+
+    async fn carry_out(
+        &self,
+        run: &ClaimedRun,
+        lease: &Lease,
+        labels: &RunLabels,
+        span: &tracing::Span,
+        action: RunAction,
+        reason: &str,
+    ) -> Result<(), WorkflowError> {
+        let now = self.shared.clock.now();
+        let (status, output, error) = match action {
+            RunAction::Abandon => return Err(WorkflowError::LeaseLost),
+            RunAction::Park(until) => {
+                // This execution is what wakes the run next (a timer, a retry), unless a signal or a
+                // child arrives first and records itself instead.
+                let me = propagation::context_to_carrier(&span.context());
+                let mut tx = self.shared.pool.begin().await?;
+                store::park(&mut tx, lease, run.wake_seq, until, now, &me, reason).await?;
+                tx.commit().await?;
+                telemetry::record_ok(span);
+                return Ok(());
+            }
+            RunAction::Complete(v) => (RunStatus::Completed, Some(v), None),
+            RunAction::Fail(e) => (RunStatus::Failed, None, Some(e)),
+            RunAction::Cancel(e) => (RunStatus::Cancelled, None, Some(e)),
+        };
+        let mut tx = self.shared.pool.begin().await?;
+        let parent = store::finish_run(&mut tx, lease, status, output.as_ref(), error.as_ref(), now).await?;
+        if let Some(parent) = parent {
+            // The child's end wakes its parent; this execution is the cause the parent links to.
+            let me = propagation::context_to_carrier(&span.context());
+            store::wake(&mut tx, parent, now, &me, "child").await?;
+        }
+        tx.commit().await?;
+        if parent.is_some() {
+            self.shared.wake_local.notify_waiters();
+        }
+        self.finished(run, labels, span, status, error.as_ref(), now);
+        Ok(())
+    }
+
+    fn finished(
+        &self,
+        run: &ClaimedRun,
+        labels: &RunLabels,
+        span: &tracing::Span,
+        status: RunStatus,
+        error: Option<&RunError>,
+        now: time::OffsetDateTime,
+    ) {
+        match (status, error) {
+            (RunStatus::Completed, _) | (_, None) => telemetry::record_ok(span),
+            (_, Some(e)) => telemetry::record_failure(span, &e.error_type, &e.message),
+        }
+        telemetry::emit_run_summary(
+            &run.carrier,
+            labels,
+            EndedRun {
+                status: status.as_str(),
+                executions: run.executions,
+                created_at: run.created_at,
+                finished_at: now,
+                error: error.map(|e| (e.error_type.as_str(), e.message.as_str())),
+            },
+        );
+        self.shared.metrics.run_ended(
+            &run.workflow_name,
+            status.as_str(),
+            (now - run.created_at).as_seconds_f64(),
+        );
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the workflow panicked".to_owned())
+}
+
+/// Renews the lease every third of its length; tells the execution when it is lost.
+async fn heartbeat(shared: Arc<Shared>, lease: Lease, length: Duration, lost: Arc<Notify>) {
+    let every = length / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = shared.clock.now();
+        match store::heartbeat(&shared.pool, &lease, now + length).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.notify_one();
+                return;
+            }
+            // A failed heartbeat is retried; if the database stays away past the lease, the writes
+            // of this execution are refused by their fence anyway.
+            Err(e) => tracing::warn!(error = %e, run_id = %lease.run_id, "heartbeat failed"),
+        }
+    }
+}

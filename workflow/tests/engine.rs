@@ -1,0 +1,590 @@
+//! The engine against the real PostgreSQL: retries, failures and compensation, signals, cancellation,
+//! deadlines, child workflows, determinism checks, injected time, metrics, and many workers on many
+//! runs. Each test gets a fresh database (`#[sqlx::test]`).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Workers, eventually, migrated, worker_config};
+use pizza_workflow::{
+    AttemptStatus, Engine, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions, StepError, StepKind,
+    WorkflowError, Workflows,
+};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast_retries(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(20),
+        backoff_coefficient: 2.0,
+        maximum_interval: Duration::from_millis(100),
+        maximum_attempts: attempts,
+    }
+}
+
+async fn wait_for_status(engine: &Engine, run: Uuid, status: RunStatus) {
+    eventually(&format!("run {run} {status}"), WAIT, || async {
+        (engine.status(run).await.unwrap().status == status).then_some(())
+    })
+    .await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_retried_step_runs_again_after_its_backoff_with_the_same_idempotency_key(pool: PgPool) {
+    migrated(&pool).await;
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let workflows = Workflows::new().register("flaky", move |ctx, _: ()| {
+        let seen = seen.clone();
+        async move {
+            ctx.run("charge", fast_retries(5), |step| async move {
+                seen.lock().unwrap().push(step.idempotency_key.clone());
+                if step.attempt < 3 {
+                    Err(StepError::retryable("http_503", "busy"))
+                } else {
+                    Ok(step.attempt)
+                }
+            })
+            .await
+        }
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("flaky", &(), StartOptions::default()).await.unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output, Some(json!(3)));
+    assert_eq!(
+        done.executions, 3,
+        "each retry is a new execution after the back-off"
+    );
+    let history = engine.history(run).await.unwrap();
+    let statuses: Vec<_> = history.iter().map(|s| (s.attempt, s.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, AttemptStatus::Failed),
+            (2, AttemptStatus::Failed),
+            (3, AttemptStatus::Completed)
+        ]
+    );
+    assert_eq!(history[0].error.as_ref().unwrap().error_type, "http_503");
+    assert!(history[0].retry_at.is_some());
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == format!("{run}/charge/0")), "{keys:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_permanent_failure_fails_the_step_at_once_and_compensation_is_ordinary_code(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("pay", |ctx, _: ()| async move {
+        ctx.run("reserve", RetryPolicy::default(), |_| async {
+            Ok("table-7".to_owned())
+        })
+        .await?;
+        match ctx
+            .run("charge", RetryPolicy::default(), |_| async {
+                Err::<(), _>(StepError::permanent("card_declined", "insufficient funds"))
+            })
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(WorkflowError::StepFailed { error, attempts, .. }) => {
+                assert_eq!(attempts, 1);
+                ctx.run("release", RetryPolicy::default(), |_| async { Ok(()) })
+                    .await?;
+                Err(WorkflowError::failed("payment_declined", error.message))
+            }
+            Err(other) => Err(other),
+        }
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("pay", &(), StartOptions::default()).await.unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.error.unwrap().error_type, "payment_declined");
+    let steps: Vec<_> = engine
+        .history(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.step_name, s.status))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("reserve".to_owned(), AttemptStatus::Completed),
+            ("charge".to_owned(), AttemptStatus::Failed),
+            ("release".to_owned(), AttemptStatus::Completed),
+        ]
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_signal_sent_before_the_wait_begins_is_not_lost_and_signals_feed_waits_in_send_order(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("listen", |ctx, _: ()| async move {
+        ctx.sleep("settle", Duration::from_millis(50)).await?;
+        let first: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(30)).await?;
+        let second: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(30)).await?;
+        let third: Option<String> = ctx.wait_for_signal("go", Duration::from_millis(100)).await?;
+        Ok::<_, WorkflowError>(vec![first, second, third])
+    });
+    let engine = Engine::builder(pool).build();
+    let run = engine
+        .start("listen", &(), StartOptions::default())
+        .await
+        .unwrap();
+    // Both signals arrive before the run has even started, long before any wait begins.
+    assert!(
+        engine
+            .signal(run, "go", &"first", Some("kitchen-1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !engine
+            .signal(run, "go", &"first again", Some("kitchen-1"))
+            .await
+            .unwrap(),
+        "same key: stored once"
+    );
+    assert!(engine.signal(run, "go", &"second", None).await.unwrap());
+    assert!(
+        engine
+            .signal(run, "other", &"not for these waits", None)
+            .await
+            .unwrap()
+    );
+
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        done.output,
+        Some(json!(["first", "second", null])),
+        "the third wait timed out"
+    );
+    let unconsumed: i64 =
+        sqlx::query_scalar("select count(*) from workflow.signals where consumed_by_step is null")
+            .fetch_one(engine.pool())
+            .await
+            .unwrap();
+    assert_eq!(unconsumed, 1, "the signal no wait asked for stays in the mailbox");
+    let err = engine.signal(run, "go", &"late", None).await.unwrap_err();
+    assert!(
+        matches!(err, pizza_workflow::Error::RunFinished(id) if id == run),
+        "{err}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn cancelling_a_waiting_run_interrupts_the_wait_and_compensation_runs_before_it_ends_cancelled(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("order", |ctx, _: ()| async move {
+        ctx.run("reserve-oven", RetryPolicy::default(), |_| async { Ok(()) })
+            .await?;
+        match ctx
+            .wait_for_signal::<String>("kitchen-ready", Duration::from_secs(60))
+            .await
+        {
+            Err(WorkflowError::Cancelled) => {
+                ctx.run("release-oven", RetryPolicy::default(), |_| async { Ok(()) })
+                    .await?;
+                Err(WorkflowError::Cancelled)
+            }
+            other => other.map(|_| ()),
+        }
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("order", &(), StartOptions::default()).await.unwrap();
+    wait_for_status(&engine, run, RunStatus::Sleeping).await;
+    assert_eq!(engine.cancel(run).await.unwrap(), RunStatus::Sleeping);
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+
+    assert_eq!(done.status, RunStatus::Cancelled);
+    assert_eq!(done.error.unwrap().error_type, "cancelled");
+    let steps: Vec<_> = engine
+        .history(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.step_index, s.step_name, s.kind, s.status))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (
+                0,
+                "reserve-oven".to_owned(),
+                StepKind::Run,
+                AttemptStatus::Completed
+            ),
+            (
+                1,
+                "kitchen-ready".to_owned(),
+                StepKind::WaitForSignal,
+                AttemptStatus::Failed
+            ),
+            (
+                2,
+                "release-oven".to_owned(),
+                StepKind::Run,
+                AttemptStatus::Completed
+            ),
+        ]
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_deadline_interrupts_a_sleep_that_would_outlast_it(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("slow", |ctx, _: ()| async move {
+        ctx.sleep("nap", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>(())
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let options = StartOptions {
+        deadline: Some(Duration::from_millis(300)),
+        ..StartOptions::default()
+    };
+    let run = engine.start("slow", &(), options).await.unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.error.unwrap().error_type, "deadline_exceeded");
+    assert!(done.deadline_at.is_some());
+}
+
+#[sqlx::test(migrations = false)]
+async fn starting_twice_with_one_idempotency_key_starts_one_run(pool: PgPool) {
+    migrated(&pool).await;
+    let engine = Engine::builder(pool).build();
+    let options = StartOptions {
+        idempotency_key: Some("order-42".into()),
+        ..StartOptions::default()
+    };
+    let a = engine.start("order", &1, options.clone()).await.unwrap();
+    let b = engine.start("order", &2, options.clone()).await.unwrap();
+    let other = engine.start("refund", &1, options).await.unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, other, "keys are unique per workflow name");
+    assert_eq!(
+        engine.status(a).await.unwrap().input,
+        json!(1),
+        "the first start's input is kept"
+    );
+    assert!(matches!(
+        engine.status(Uuid::now_v7()).await,
+        Err(pizza_workflow::Error::NotFound(_))
+    ));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_child_workflow_returns_its_output_and_one_that_overruns_its_timeout_is_cancelled(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new()
+        .register("parent", |ctx, n: u64| async move {
+            let doubled: u64 = ctx.run_workflow("double", &n, Duration::from_secs(30)).await?;
+            let slow = ctx
+                .run_workflow::<_, ()>("dawdle", &(), Duration::from_millis(200))
+                .await;
+            let timed_out = matches!(slow, Err(WorkflowError::ChildTimedOut { .. }));
+            Ok::<_, WorkflowError>((doubled, timed_out))
+        })
+        .register("double", |ctx, n: u64| async move {
+            ctx.run("multiply", RetryPolicy::default(), |_| async move { Ok(n * 2) })
+                .await
+        })
+        .register("dawdle", |ctx, _: ()| async move {
+            ctx.sleep("forever", Duration::from_secs(3600)).await
+        });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 2, |i| worker_config(&format!("w{i}")));
+    let run = engine
+        .start(
+            "parent",
+            &21u64,
+            StartOptions {
+                order_id: Some("o-7".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    let history = engine.history(run).await.unwrap();
+    let dawdle = history[1].child_run_id.unwrap();
+    let child = engine.wait_until_finished(dawdle, WAIT).await.unwrap();
+    workers.stop().await;
+
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output, Some(json!([42, true])));
+    let double = engine.status(history[0].child_run_id.unwrap()).await.unwrap();
+    assert_eq!(double.parent_run_id, Some(run));
+    assert_eq!(
+        double.order_id.as_deref(),
+        Some("o-7"),
+        "children inherit the order"
+    );
+    assert_eq!(double.idempotency_key, Some(format!("{run}/0")));
+    assert_eq!(
+        child.status,
+        RunStatus::Cancelled,
+        "a child that overran its timeout is cancelled"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_workflow_that_calls_different_steps_on_replay_fails_loudly(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("fickle", |ctx, _: ()| async move {
+        // Branching on anything but step results breaks replay: exactly what this test shows.
+        let step = if ctx.execution_number() == 1 { "a" } else { "b" };
+        ctx.run(step, RetryPolicy::default(), |_| async { Ok(()) })
+            .await?;
+        ctx.sleep("pause", Duration::from_millis(10)).await
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine
+        .start("fickle", &(), StartOptions::default())
+        .await
+        .unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let error = done.error.unwrap();
+    assert_eq!(error.error_type, "non_deterministic");
+    assert!(
+        error.message.contains("\"a\"") && error.message.contains("\"b\""),
+        "{}",
+        error.message
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_panicking_workflow_fails_its_run_instead_of_retrying_forever(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("broken", |ctx, _: ()| async move {
+        ctx.run("explode", RetryPolicy::default(), |_| async {
+            Ok::<u8, StepError>(1)
+        })
+        .await?;
+        panic!("bug in workflow code");
+        #[allow(unreachable_code)] // the panic is the point
+        Ok::<_, WorkflowError>(())
+    });
+    let engine = Engine::builder(pool).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine
+        .start("broken", &(), StartOptions::default())
+        .await
+        .unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.status, RunStatus::Failed);
+    let error = done.error.unwrap();
+    assert_eq!(
+        (error.error_type.as_str(), error.message.as_str()),
+        ("panic", "bug in workflow code")
+    );
+    assert_eq!(done.executions, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn time_is_injected_so_an_hour_long_sleep_ends_when_the_clock_is_moved(pool: PgPool) {
+    migrated(&pool).await;
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let workflows = Workflows::new().register("nap", |ctx, _: ()| async move {
+        ctx.sleep("an-hour", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>("rested")
+    });
+    let engine = Engine::builder(pool).clock(Arc::new(clock.clone())).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("nap", &(), StartOptions::default()).await.unwrap();
+    wait_for_status(&engine, run, RunStatus::Sleeping).await;
+    let parked = engine.status(run).await.unwrap();
+    assert_eq!(
+        parked.available_at - parked.created_at,
+        time::Duration::hours(1),
+        "the row is the timer"
+    );
+    clock.advance(Duration::from_secs(3600));
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!("rested")));
+    assert_eq!(
+        done.finished_at.unwrap() - done.created_at,
+        time::Duration::hours(1)
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn four_workers_complete_two_hundred_runs_each_exactly_once(pool: PgPool) {
+    migrated(&pool).await;
+    sqlx::query("create table effects (idempotency_key text primary key, applied integer not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let effects = pool.clone();
+    let workflows = Workflows::new().register("three", move |ctx, n: u64| {
+        let effects = effects.clone();
+        async move {
+            let a: u64 = ctx
+                .run("one", RetryPolicy::default(), |_| async move { Ok(n + 1) })
+                .await?;
+            let b: u64 = ctx
+                .run("two", RetryPolicy::default(), |_| async move { Ok(a + 1) })
+                .await?;
+            ctx.run("three", RetryPolicy::default(), |step| async move {
+                sqlx::query(
+                    "insert into effects values ($1, 1) \
+                     on conflict (idempotency_key) do update set applied = effects.applied + 1",
+                )
+                .bind(&step.idempotency_key)
+                .execute(&effects)
+                .await
+                .map_err(|e| StepError::retryable("database", e.to_string()))?;
+                Ok(b + 1)
+            })
+            .await
+        }
+    });
+    let engine = Engine::builder(pool.clone()).build();
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    for n in 0..200u64 {
+        runs.push(engine.start("three", &n, StartOptions::default()).await.unwrap());
+    }
+    let workers = Workers::start(&engine, &workflows, 4, |i| worker_config(&format!("w{i}")));
+    for (n, run) in runs.iter().enumerate() {
+        let done = engine
+            .wait_until_finished(*run, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed);
+        assert_eq!(done.output, Some(json!(n as u64 + 3)));
+    }
+    workers.stop().await;
+    println!("200 runs, 4 workers: {:?}", started.elapsed());
+
+    let completed_steps: i64 =
+        sqlx::query_scalar("select count(*) from workflow.step_attempts where status = 'completed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(completed_steps, 600, "three steps per run, each completed once");
+    let (effects, applied): (i64, i64) =
+        sqlx::query_as("select count(*), coalesce(sum(applied), 0)::bigint from effects")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (effects, applied),
+        (200, 200),
+        "every run's effect applied exactly once"
+    );
+    let terminal: i64 = sqlx::query_scalar("select count(*) from workflow.runs where status = 'completed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(terminal, 200);
+}
+
+#[sqlx::test(migrations = false)]
+async fn metrics_count_step_attempts_by_outcome_and_record_run_duration_queue_lag_and_active_runs(
+    pool: PgPool,
+) {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    migrated(&pool).await;
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let metrics = Metrics::new(&provider.meter("pizza-workflow-test"));
+    let workflows = Workflows::new().register("flaky", |ctx, _: ()| async move {
+        ctx.run("charge", fast_retries(3), |step| async move {
+            if step.attempt == 1 {
+                Err(StepError::retryable("http_503", "busy"))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    });
+    let engine = Engine::builder(pool).metrics(metrics).build();
+    let run = engine.start("flaky", &(), StartOptions::default()).await.unwrap();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    provider.force_flush().unwrap();
+
+    let exported = exporter.get_finished_metrics().unwrap();
+    let metrics: Vec<_> = exported
+        .iter()
+        .flat_map(|rm| rm.scope_metrics())
+        .flat_map(|sm| sm.metrics())
+        .collect();
+    let find = |name: &str| {
+        metrics
+            .iter()
+            .rev()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let AggregatedMetrics::U64(MetricData::Sum(attempts)) = find("workflow.step.attempts").data() else {
+        panic!("workflow.step.attempts is a u64 counter")
+    };
+    let mut by_outcome: Vec<(String, u64)> = attempts
+        .data_points()
+        .map(|p| {
+            let outcome = p
+                .attributes()
+                .find(|kv| kv.key.as_str() == "pizza.outcome")
+                .unwrap()
+                .value
+                .to_string();
+            (outcome, p.value())
+        })
+        .collect();
+    by_outcome.sort();
+    assert_eq!(by_outcome, vec![("ok".to_owned(), 1), ("retry".to_owned(), 1)]);
+    let AggregatedMetrics::F64(MetricData::Histogram(duration)) = find("workflow.run.duration").data() else {
+        panic!("workflow.run.duration is a histogram")
+    };
+    assert_eq!(duration.data_points().map(|p| p.count()).sum::<u64>(), 1);
+    let AggregatedMetrics::F64(MetricData::Histogram(lag)) = find("workflow.queue.lag").data() else {
+        panic!("workflow.queue.lag is a histogram")
+    };
+    assert_eq!(
+        lag.data_points().map(|p| p.count()).sum::<u64>(),
+        2,
+        "two claims: the first try and the retry"
+    );
+    assert!(matches!(
+        find("workflow.active_runs").data(),
+        AggregatedMetrics::I64(MetricData::Gauge(_))
+    ));
+}
