@@ -65,6 +65,13 @@ command -v cargo >/dev/null || {
 }
 say "$(cargo --version), $(rustc --version)"
 
+# CI builds a fresh clone every time: keep compiled dependencies outside the work tree so a second run
+# reuses them (cargo rebuilds only what changed; the workspace's own crates, whose paths differ).
+if [ -n "${CI:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="${PIZZA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pizza-infra}/cargo-target"
+  say "CI: cargo builds into $CARGO_TARGET_DIR"
+fi
+
 # Fast checks first: a formatting slip should not wait for a 10-minute infrastructure build.
 say "cargo fmt --check"
 cargo fmt --all -- --check
