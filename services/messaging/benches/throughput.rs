@@ -17,42 +17,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pizza_contracts::events::{OrderItem, OrderPlaced};
-use pizza_messaging::{Envelope, Handler, HandlerError};
+use pizza_messaging::Envelope;
 use pizza_telemetry::{TelemetryConfig, Topology};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
 #[path = "../tests/support/fixture.rs"]
 mod fixture;
 
-use fixture::Fixture;
+use fixture::{Effect, Fixture};
 
 const EVENTS: usize = 2000;
 const CHILD: &str = "PIZZA_BENCH_CHILD";
-
-#[derive(Clone)]
-struct CountEffect {
-    table: String,
-}
-
-impl Handler for CountEffect {
-    type Event = OrderPlaced;
-
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        event: &Envelope<OrderPlaced>,
-    ) -> Result<(), HandlerError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "insert into {} (id) values ($1)",
-            self.table
-        )))
-        .bind(event.data.order_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-}
 
 async fn count(pool: &PgPool, sql: String) -> i64 {
     sqlx::query_scalar(AssertSqlSafe(sql))
@@ -111,8 +87,8 @@ async fn measure() -> (f64, f64) {
     fixture.spawn_consumer(
         "bench",
         config.topology,
-        CountEffect {
-            table: effects.clone(),
+        Effect {
+            sql: format!("insert into {effects} (id) values ($1)"),
         },
     );
     let consumer_time = wait_until(

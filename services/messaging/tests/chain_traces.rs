@@ -18,13 +18,13 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use opentelemetry::trace::TraceContextExt as _;
 use pizza_contracts::events::{OrderItem, OrderPlaced};
-use pizza_messaging::{Envelope, Handler, HandlerError, Outbox};
+use pizza_messaging::{Envelope, Outbox};
 use pizza_telemetry::Topology;
 use pizza_telemetry::attributes::{pizza, semconv};
 use pizza_telemetry::http_server::HttpServerLayer;
 use pizza_testkit::conventions::{Registry, unknown_attributes};
 use pizza_testkit::{Jaeger, Span, SpanKind, Stack, Trace};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ const SERVICE: &str = "pizza-messaging-chain-test";
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use fixture::Fixture;
+use fixture::{Effect, Fixture};
 
 /// One chain: its own schema, topic and consumer group (a [`Fixture`]), so tests run side by side.
 struct Chain {
@@ -85,31 +85,6 @@ async fn place_order(State(app): State<AppState>, Path(id): Path<Uuid>) -> Resul
         .to_string())
 }
 
-/// The consumer's effect: the order is marked as seen by the kitchen.
-#[derive(Clone)]
-struct MarkSeen {
-    table: String,
-}
-
-impl Handler for MarkSeen {
-    type Event = OrderPlaced;
-
-    async fn handle(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        event: &Envelope<OrderPlaced>,
-    ) -> Result<(), HandlerError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "update {} set seen = true where id = $1",
-            self.table
-        )))
-        .bind(event.data.order_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-}
-
 impl Chain {
     async fn start(topology: Topology) -> Self {
         pizza_testkit::telemetry::init_once(SERVICE);
@@ -124,8 +99,8 @@ impl Chain {
         fixture.spawn_consumer(
             "kitchen",
             topology,
-            MarkSeen {
-                table: orders.clone(),
+            Effect {
+                sql: format!("update {orders} set seen = true where id = $1"),
             },
         );
         let app = Router::new()

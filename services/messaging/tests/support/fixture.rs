@@ -8,13 +8,15 @@
 
 use std::time::Duration;
 
+use pizza_contracts::events::OrderPlaced;
 use pizza_messaging::{
-    Consumer, ConsumerConfig, ConsumerStats, Handler, Outbox, Relay, RelayConfig, RelayStats, Schema, migrate,
+    Consumer, ConsumerConfig, ConsumerStats, Envelope, Handler, HandlerError, Outbox, Relay, RelayConfig,
+    RelayStats, Schema, migrate,
 };
 use pizza_telemetry::Topology;
 use pizza_testkit::Stack;
 use rdkafka::ClientConfig;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -128,5 +130,28 @@ impl Fixture {
         let _ = sqlx::query(AssertSqlSafe(format!("drop schema \"{}\" cascade", self.schema)))
             .execute(&self.pool)
             .await;
+    }
+}
+
+/// A consumer's effect: one SQL statement, run in the consumer's transaction with the event's order
+/// id bound as `$1`.
+#[derive(Clone)]
+pub struct Effect {
+    pub sql: String,
+}
+
+impl Handler for Effect {
+    type Event = OrderPlaced;
+
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<(), HandlerError> {
+        sqlx::query(AssertSqlSafe(self.sql.clone()))
+            .bind(event.data.order_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 }
