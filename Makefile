@@ -1,14 +1,36 @@
 # The commands of the pizza tracing platform. `make test` is what CI runs (.ci/run).
 #
-# Reserved for later work: `make demo` (native stack plus the three services, printing the URLs) and
-# `make down` (stop everything `make demo` started).
 SHELL := /usr/bin/env bash
 INFRA := deploy/local/infra.sh
 
-.PHONY: help infra-up infra-down infra-status infra-install test lint bench
+.PHONY: help demo down load bench-load compose-up kind-up kind-down infra-up infra-down infra-status infra-install test lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+demo: ## start the native stack and the three services, then print the URLs (the shop on :8080)
+	@$(INFRA) up
+	@deploy/local/services.sh up
+
+down: ## stop the services and the native stack
+	@deploy/local/services.sh down
+	@$(INFRA) down
+
+load: ## one load scenario against `make demo`: SCENARIO=baseline PLATFORM=native|compose|managed RATE= DURATION=
+	PIZZA_ADMIN_TOKEN=$${PIZZA_ADMIN_TOKEN:-pizza-workshop} cargo run --release -p pizza-load -- run --scenario $(or $(SCENARIO),baseline) --platform $(or $(PLATFORM),native) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+
+bench-load: ## load benchmarks on a shop of the tester's own (printed, not asserted)
+	@$(INFRA) up
+	cargo run --release -p pizza-load -- bench
+
+compose-up: ## the shop in containers (needs Docker): the shop on localhost:8080, Jaeger on localhost:16686
+	docker compose -f deploy/docker-compose.yml up --build
+
+kind-up: ## the shop on a local kind cluster (needs Docker, kind and kubectl)
+	@deploy/kind/up.sh
+
+kind-down: ## delete the kind cluster
+	@deploy/kind/down.sh
 
 infra-install: ## download and build PostgreSQL, Kafka, the Collector and Jaeger (cached by version)
 	@$(INFRA) install

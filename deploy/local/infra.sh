@@ -43,6 +43,7 @@ OTLP_GRPC_PORT=4317
 OTLP_HTTP_PORT=4318
 COLLECTOR_HEALTH_PORT=13133
 COLLECTOR_METRICS_PORT=8888
+COLLECTOR_PROMETHEUS_PORT=8889
 JAEGER_QUERY_PORT=16686
 JAEGER_QUERY_GRPC_PORT=16685
 JAEGER_OTLP_GRPC_PORT=14317
@@ -498,6 +499,7 @@ collector_env() {
   echo OTELCOL_LISTEN_HOST=127.0.0.1 \
     OTELCOL_OTLP_GRPC_PORT=$OTLP_GRPC_PORT OTELCOL_OTLP_HTTP_PORT=$OTLP_HTTP_PORT \
     OTELCOL_HEALTH_PORT=$COLLECTOR_HEALTH_PORT OTELCOL_METRICS_PORT=$COLLECTOR_METRICS_PORT \
+    OTELCOL_PROMETHEUS_PORT=$COLLECTOR_PROMETHEUS_PORT \
     JAEGER_OTLP_ENDPOINT=127.0.0.1:$JAEGER_OTLP_GRPC_PORT
 }
 
@@ -507,7 +509,7 @@ up_collector() {
   if alive collector; then
     say "collector: already running (pid $(cat "$(pidfile collector)"))"
   else
-    require_free_ports collector "$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$COLLECTOR_HEALTH_PORT" "$COLLECTOR_METRICS_PORT"
+    require_free_ports collector "$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$COLLECTOR_HEALTH_PORT" "$COLLECTOR_METRICS_PORT" "$COLLECTOR_PROMETHEUS_PORT"
     # shellcheck disable=SC2046 # word splitting of KEY=VALUE pairs is intended
     run_step collector "$bin validate --config otel-collector/config.yaml" \
       env $(collector_env) "$bin" validate --config "$ROOT/otel-collector/config.yaml"
@@ -553,7 +555,7 @@ ports_of() {
     postgres) echo "$PG_PORT" ;;
     kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
     jaeger) echo "$JAEGER_QUERY_PORT $JAEGER_OTLP_GRPC_PORT $JAEGER_OTLP_HTTP_PORT $JAEGER_HEALTH_PORT" ;;
-    collector) echo "$OTLP_GRPC_PORT $OTLP_HTTP_PORT $COLLECTOR_HEALTH_PORT" ;;
+    collector) echo "$OTLP_GRPC_PORT $OTLP_HTTP_PORT $COLLECTOR_HEALTH_PORT $COLLECTOR_PROMETHEUS_PORT" ;;
   esac
 }
 

@@ -39,7 +39,8 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then
     "$@"
   elif command -v sudo >/dev/null; then
-    sudo "$@"
+    # -n: never prompt (CI has no terminal); a sudo that wants a password fails with its own message.
+    sudo -n "$@"
   else
     say "installing needs root: run as root, or install sudo, or install by hand: $*"
     exit 1
@@ -84,6 +85,12 @@ for c in postgres kafka jaeger collector; do
   fi
 done
 "$INFRA" up
+# Tools the deployment checks need (kustomize, built from the Go module proxy; cached by version).
+"$ROOT/deploy/local/deploy-tools.sh" install
+say "test tools: deploy/local/tools.sh install (Chromium, playwright-core, schemathesis)"
+"$ROOT/deploy/local/tools.sh" install
+TOOLS_ENV=$("$ROOT/deploy/local/tools.sh" env) # an assignment, so set -e catches a failure
+eval "$TOOLS_ENV"
 
 # The Collector binary the stack runs is the one the tests use to validate otel-collector/config.yaml.
 PIZZA_OTELCOL_BIN=$("$INFRA" path collector)

@@ -247,6 +247,25 @@ impl Engine {
         input: &I,
         options: StartOptions,
     ) -> Result<Uuid, Error> {
+        let mut conn = self.shared.pool.acquire().await?;
+        let id = self.start_in(&mut conn, workflow, input, options).await?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// Like [`Engine::start`], on the caller's connection or transaction (`&mut *tx`), so the run is
+    /// created in the same commit as the caller's own rows: a service that accepts an order and
+    /// starts its workflow in one transaction can never keep one without the other. Call
+    /// [`Engine::wake`] after the commit, so this process's idle workers look at once. The create
+    /// span ends here, before the caller commits: a transaction rolled back afterwards leaves a
+    /// create span of a run that does not exist.
+    pub async fn start_in<I: Serialize>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        workflow: &str,
+        input: &I,
+        options: StartOptions,
+    ) -> Result<Uuid, Error> {
         let input = serde_json::to_value(input)?;
         let labels = RunLabels {
             run_id: Uuid::now_v7(),
@@ -267,19 +286,19 @@ impl Engine {
             deadline_at: options.deadline.map(|d| now + d),
             order_id: labels.order_id.as_deref(),
         };
-        let result = async {
-            let mut conn = self.shared.pool.acquire().await?;
-            store::insert_run(&mut conn, run).await
-        }
-        .instrument(span.clone())
-        .await;
+        let result = store::insert_run(conn, run).instrument(span.clone()).await;
         // With an idempotency key that names an existing run, the existing run's id is returned; the
         // create span keeps the id drawn above (attributes cannot be replaced once set), which the
         // run table never holds: a repeated start shows as a create span of a run that does not exist.
         let (id, _created) =
             result.inspect_err(|e| telemetry::record_failure(&span, "database", &e.to_string()))?;
-        self.shared.wake_local.notify_waiters();
         Ok(id)
+    }
+
+    /// Tells this process's idle workers to look for due runs now (workers in other processes find
+    /// them at their next poll).
+    pub fn wake(&self) {
+        self.shared.wake_local.notify_waiters();
     }
 
     /// Sends the signal `name` with `payload` to a run; see

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use pizza_contracts::kitchen::problems;
-use pizza_telemetry::http_client::{Retry, RetryPolicy, Tracing, UrlTemplate};
+use pizza_telemetry::http_client::{OrderId, Retry, RetryPolicy, Tracing, UrlTemplate};
 use reqwest_middleware::ClientWithMiddleware;
 use uuid::Uuid;
 
@@ -51,6 +51,7 @@ impl KitchenClient {
             .http
             .post(format!("{}/tickets/{order_id}/pickup", self.base))
             .with_extension(UrlTemplate("/tickets/{order_id}/pickup"))
+            .with_extension(OrderId(order_id.to_string()))
             .send()
             .await;
         let response = match response {

@@ -147,6 +147,7 @@ impl Delivery {
                 self.topology,
             ),
             handler: requests::Requests,
+            faults: self.faults.clone(),
         };
         tracing::info!(leg_time = ?self.config.leg_time(), updates = self.config.updates, "delivery running");
         let stats = background::run(listener, router, shutdown, messaging, |stop| {

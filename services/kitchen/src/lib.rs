@@ -154,6 +154,7 @@ impl Kitchen {
                 self.topology,
             ),
             handler: events::Cancellations,
+            faults: self.faults.clone(),
         };
         tracing::info!(ovens = self.config.ovens, cook_time = ?self.config.cook_time(), "kitchen running");
         let stats = background::run(listener, router, shutdown, messaging, |stop| {

@@ -16,6 +16,24 @@
 //! A crash anywhere before step 4 means the record comes again, and step 3 makes that harmless. That
 //! is the whole guarantee: effects exactly once, deliveries at least once.
 //!
+//! # Crashing on purpose
+//! A crash between steps 3 and 4 is the case the inbox exists for, so it can be caused at will: with
+//! [`ConsumerConfig::crash_before_storing_offset`] (the first applied record) or when the fault hooks
+//! of [`ConsumerConfig::faults`] say so
+//! ([`crash_before_commit`](crate::FaultHooks::crash_before_commit), asked after each applied
+//! record), the consumer stops right after the effect's commit, as if the process had died there:
+//! [`Consumer::run`] returns with [`ConsumerStats::crashed`] set, and the record's offset was neither
+//! stored nor committed.
+//!
+//! It is a crash *inside* a process that lives on, and one librdkafka detail decides whether it
+//! behaves like a real one: the client still holds the partition and may hold stored offsets. It is
+//! therefore closed without the final synchronous commit of a clean stop. Closing leaves the group
+//! at once (a dead process would have been noticed only after the session timeout, which is slower
+//! but otherwise the same) and commits only offsets stored before the crash, never the crashed
+//! record's. Whoever consumes the partition next, such as a new [`Consumer`] the service starts in
+//! the same group (`pizza_servicekit::background::run` does), starts at the crashed record, and
+//! the inbox turns that delivery into a duplicate.
+//!
 //! Records are handled one at a time. Simple and in order; a service that needs more throughput runs
 //! more replicas in the group, up to the partition count, and every replica gets its own partitions.
 
@@ -42,6 +60,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::backoff::Backoff;
 use crate::cloudevents::{Envelope, peek_id};
 use crate::dead_letter::DeadLetter;
+use crate::faults::{self, SharedFaultHooks};
 use crate::inbox::{Inbox, Origin};
 use crate::kafka::{KafkaContext, consumer_config, dead_letter_producer_config};
 use crate::metrics::ConsumerMetrics;
@@ -98,6 +117,20 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
+/// A shared handler handles like the handler it shares. A service that starts a new [`Consumer`]
+/// after one crashed (see the module docs) hands each the same handler this way.
+impl<H: Handler> Handler for std::sync::Arc<H> {
+    type Event = H::Event;
+
+    fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Envelope<Self::Event>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).handle(tx, event)
+    }
+}
+
 /// Who consumes what, and how hard to try.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -115,6 +148,10 @@ pub struct ConsumerConfig {
     /// its offset is stored. The record is delivered again to whoever consumes the partition next,
     /// and the inbox must absorb it. Off in production.
     pub crash_before_storing_offset: bool,
+    /// Fault injection from a fault plan: asked after each applied record whether to crash there,
+    /// the same way as [`crash_before_storing_offset`](Self::crash_before_storing_offset) (see the
+    /// module docs). `None` injects nothing.
+    pub faults: SharedFaultHooks,
 }
 
 impl ConsumerConfig {
@@ -127,6 +164,7 @@ impl ConsumerConfig {
             max_attempts: 5,
             backoff: Backoff::default(),
             crash_before_storing_offset: false,
+            faults: None,
         }
     }
 }
@@ -153,7 +191,8 @@ pub struct ConsumerStats {
     pub dead_lettered: u64,
     /// Handler attempts that failed and were retried.
     pub retries: u64,
-    /// Whether the consumer stopped through the crash fault.
+    /// Whether the consumer stopped through the crash fault: the last record's effect committed but
+    /// its offset was not stored, so it will be delivered again.
     pub crashed: bool,
 }
 
@@ -307,12 +346,22 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             self.settle(&job, outcome, started);
-            if self.config.crash_before_storing_offset && outcome == Outcome::Processed {
-                tracing::warn!(group = %self.config.group_id, "fault: crashing before storing the offset");
+            if outcome == Outcome::Processed && self.crash_now() {
+                job.span.in_scope(|| {
+                    tracing::warn!(
+                        group = %self.config.group_id,
+                        topic = job.message.topic(),
+                        partition = job.message.partition(),
+                        offset = job.message.offset(),
+                        "fault: crashing after the effect committed, before storing the offset"
+                    )
+                });
                 self.stats.crashed = true;
-                // A crash commits nothing more: drop the client without the final commit.
-                let consumer = self.consumer;
-                let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+                // A crash commits nothing more: close the client without the final commit (only
+                // offsets stored before this record can be committed; see the module docs). Closing
+                // blocks on the broker, and dropping the producer waits for its queue: off the runtime.
+                let (consumer, dead_letters) = (self.consumer, self.dead_letters);
+                let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
                 return self.stats;
             }
             self.store_offset(&job.message);
@@ -320,6 +369,12 @@ impl<H: Handler> Consumer<H> {
         let stats = self.stats;
         self.commit_and_close().await;
         stats
+    }
+
+    /// Whether to crash after the record just applied (see the module docs). The hooks are asked
+    /// only when the switch is off, so a plan's crash is not used up by a test's.
+    fn crash_now(&self) -> bool {
+        self.config.crash_before_storing_offset || faults::crash_before_commit(&self.config.faults)
     }
 
     /// Opens the span and decodes the record.

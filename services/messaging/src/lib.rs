@@ -27,6 +27,8 @@
 //! - [`inbox`]: the [`Inbox`] of applied event ids.
 //! - [`consumer`]: the [`Consumer`] and the [`Handler`] trait.
 //! - [`dead_letter`]: what a dead letter carries.
+//! - [`faults`]: [`FaultHooks`], how a fault plan fails the relay's publishes and crashes the
+//!   consumer.
 //! - [`kafka`]: client settings that encode the guarantees.
 //! - [`backoff`]: retry delays.
 //! - [`metrics`]: the crate's instruments.
@@ -35,6 +37,7 @@ pub mod backoff;
 pub mod cloudevents;
 pub mod consumer;
 pub mod dead_letter;
+pub mod faults;
 pub mod inbox;
 pub mod kafka;
 pub mod metrics;
@@ -45,6 +48,7 @@ pub mod schema;
 pub use backoff::Backoff;
 pub use cloudevents::{Attributes, DecodeError, EncodeError, Encoded, Envelope};
 pub use consumer::{BoxError, Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError};
+pub use faults::{FaultHooks, SharedFaultHooks};
 pub use inbox::Inbox;
 pub use outbox::{Outbox, OutboxError};
 pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Round};

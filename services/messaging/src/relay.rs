@@ -21,6 +21,17 @@
 //! the later rows stay published and this one follows them, which breaks order for that key. That is
 //! logged as an error: it means a record the broker will never accept, such as one over its size limit.
 //!
+//! # Injected publish failures
+//! A fault plan ([`RelayConfig::faults`], see [`crate::faults`]) can fail a share of publishes before
+//! they reach the broker. Such a row takes exactly the path of a send the producer refused at once,
+//! because that is the failure it stands for and the path whose guarantees we want exercised: the
+//! row stays pending with its error and is sent again in a later round, the later rows of its key
+//! wait for it (order per key kept), and the round counts as failed, so the relay backs off while
+//! failures repeat, as it would against a struggling broker. Nothing reached Kafka, so nothing is
+//! duplicated. The failure is counted in `pizza.outbox.publish.failures` and in
+//! [`RelayStats::injected`] with `error.type = injected`, and the row's `send` span ends with that
+//! error type, so a workshop tells an injected failure from a real one at a glance.
+//!
 //! # Duplicates
 //! A row is sent again only if its round did not commit: the relay stopped (or was killed) after
 //! sending and before marking, or its database connection broke. Consumers absorb those with their
@@ -48,6 +59,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::backoff::Backoff;
+use crate::faults::{self, SharedFaultHooks};
 use crate::kafka::{KafkaContext, relay_producer_config};
 use crate::metrics::RelayMetrics;
 use crate::outbox::{Outbox, PendingRow, publishable};
@@ -67,6 +79,9 @@ pub struct RelayConfig {
     pub housekeeping_interval: Duration,
     /// Published rows older than this are deleted (`None` keeps them).
     pub retain_published: Option<Duration>,
+    /// Fault injection: asked before each send whether it should fail (see the module docs).
+    /// `None` in production unless a fault plan is wired in.
+    pub faults: SharedFaultHooks,
 }
 
 impl Default for RelayConfig {
@@ -78,6 +93,7 @@ impl Default for RelayConfig {
             shutdown_grace: Duration::from_secs(10),
             housekeeping_interval: Duration::from_secs(10),
             retain_published: Some(Duration::from_secs(24 * 3600)),
+            faults: None,
         }
     }
 }
@@ -100,8 +116,10 @@ pub struct Round {
     pub locked: usize,
     /// Rows the broker acknowledged, now marked published.
     pub published: usize,
-    /// Rows whose send failed; they stay pending with their error.
+    /// Rows whose send failed (injected failures included); they stay pending with their error.
     pub failed: usize,
+    /// Of `failed`, the sends the fault plan failed.
+    pub injected: usize,
     /// Rows left for later because an earlier row of their key was not in the batch.
     pub waiting: usize,
 }
@@ -113,8 +131,10 @@ pub struct RelayStats {
     pub rounds: u64,
     /// Rows published.
     pub published: u64,
-    /// Failed sends and failed rounds.
+    /// Failed sends and failed rounds (injected failures included).
     pub failures: u64,
+    /// Of `failures`, the sends the fault plan failed (`error.type = injected`).
+    pub injected: u64,
 }
 
 /// Publishes one schema's outbox. See the module docs.
@@ -206,9 +226,17 @@ impl Relay {
                 Some(Ok(round)) => {
                     stats.published += round.published as u64;
                     stats.failures += round.failed as u64;
-                    if round.failed > 0 {
+                    stats.injected += round.injected as u64;
+                    // Back off only when a round made no progress at all: with a partial failure
+                    // (a flaky broker, an injected failure rate) the rows that did go out show the
+                    // broker is there, and backing off to the maximum would cap the relay's
+                    // throughput at one batch per maximum pause while events pile up.
+                    if round.failed > 0 && round.published == 0 {
                         consecutive_failures += 1;
                         self.config.backoff.delay(consecutive_failures)
+                    } else if round.failed > 0 {
+                        consecutive_failures = 0;
+                        self.config.poll_interval
                     } else {
                         consecutive_failures = 0;
                         if round.locked >= self.config.batch_size as usize && round.published > 0 {
@@ -280,6 +308,7 @@ impl Relay {
         // round waits for one round trip instead of one per row.
         let mut in_flight = Vec::new();
         let mut failed: Vec<(i64, String)> = Vec::new();
+        let mut injected = 0usize;
         // A key whose row could not be handed to the producer this round: its later rows wait for
         // the next round, so they never overtake it.
         let mut held: HashSet<(&str, &str)> = HashSet::new();
@@ -310,6 +339,29 @@ impl Relay {
                 Some(&propagation::carrier_to_context(&row.carrier())),
             );
             span.set_attribute(pizza::OUTBOX_ID, row.id);
+            if faults::fail_publish(&self.config.faults) {
+                // Exactly what a refused send does below: nothing reached the producer.
+                tk::record_error(&span, INJECTED);
+                self.metrics.publish_failures.add(
+                    1,
+                    &[
+                        KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, row.topic.clone()),
+                        KeyValue::new(semconv::ERROR_TYPE, INJECTED),
+                    ],
+                );
+                // Info, not warn: the plan asked for it, and the span and the metric already say so.
+                span.in_scope(|| {
+                    tracing::info!(
+                        outbox_id = row.id,
+                        topic = %row.topic,
+                        "injected publish failure (fault plan); the row stays pending"
+                    )
+                });
+                failed.push((row.id, "injected publish failure (fault plan)".to_owned()));
+                injected += 1;
+                held.insert(key);
+                continue;
+            }
             let headers = tk::inject(&span, &row.topic, attributes.to_headers());
             let record = FutureRecord::to(&row.topic)
                 .key(row.message_key.as_str())
@@ -379,6 +431,7 @@ impl Relay {
             locked: rows.len(),
             published: published.len(),
             failed: failed.len(),
+            injected,
             waiting: rows.len() - go.len(),
         })
     }
@@ -450,6 +503,9 @@ impl Relay {
         }
     }
 }
+
+/// The `error.type` of a publish the fault plan failed.
+pub const INJECTED: &str = "injected";
 
 /// A low-cardinality `error.type` for a Kafka error: librdkafka's error code name.
 pub(crate) fn kafka_error_type(error: &KafkaError) -> &'static str {

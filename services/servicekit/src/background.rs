@@ -6,16 +6,36 @@
 //! the idempotent consumer of `pizza-messaging`, serves HTTP, and on shutdown stops all of them in
 //! the order that loses nothing: HTTP first (in-flight requests finish), then the background work
 //! (the relay finishes its round, the consumer commits its offsets).
+//!
+//! # The Kafka faults
+//! [`run`] hands the service's live fault plan ([`Messaging::faults`]) to the relay and the consumer
+//! (through `pizza_messaging::FaultHooks`), so a plan set with `PIZZA_FAULTS` or through the admin
+//! API reaches them at their next decision:
+//!
+//! - `kafka_publish_failure_rate`: the relay fails that share of its publishes before they reach the
+//!   broker and sends those rows again in a later round, in order per order (see
+//!   `pizza_messaging::relay`).
+//! - `consumer_crash_before_commit`: that many of the next applied records make the consumer stop as
+//!   if the process had died after the effect's commit and before the offset was stored (see
+//!   `pizza_messaging::consumer`). A real crash would end the process and its supervisor would start
+//!   a new one; here the process lives on, so [`run`] plays the supervisor: it logs a warning, waits
+//!   [`CONSUMER_RESTART_PAUSE`], and starts a new consumer in the same group. The crashed one was
+//!   closed without committing the crashed record's offset, so the new one gets that record again
+//!   and its inbox turns the delivery into a duplicate: the effect exists once. The pause keeps a
+//!   plan with many crashes from spinning; a restart that fails is logged and tried again after the
+//!   same pause; a stop ends the loop at any point, the pause included.
+//!   [`RunStats::consumer_restarts`] counts the restarts.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use pizza_messaging::{
-    Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, Outbox, Relay, RelayConfig, RelayError,
-    RelayStats, Schema,
+    Consumer, ConsumerConfig, ConsumerError, ConsumerStats, FaultHooks, Handler, Outbox, Relay, RelayConfig,
+    RelayError, RelayStats, Schema,
 };
 use rdkafka::ClientConfig;
 use sqlx::PgPool;
@@ -58,6 +78,11 @@ impl Stop {
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|s| *s).await;
     }
+
+    /// Two handles on the same stop, for work that runs two loops.
+    pub fn split(self) -> (Stop, Stop) {
+        (Stop(self.0.clone()), self)
+    }
 }
 
 /// The messaging side of a service: where its outbox and inbox live, how to reach Kafka, and what
@@ -77,6 +102,9 @@ pub struct Messaging<H: Handler> {
     pub consumer: ConsumerConfig,
     /// What the consumer does with each event.
     pub handler: H,
+    /// The service's live fault plan: Kafka publish failures for the relay, crashes before commit
+    /// for the consumer.
+    pub faults: crate::Faults,
 }
 
 /// Why a service could not run, or stopped with an error.
@@ -101,9 +129,14 @@ pub enum RunError {
 pub struct RunStats {
     /// The relay's totals.
     pub relay: RelayStats,
-    /// The consumer's totals.
+    /// The consumer's totals, summed over its restarts (`crashed` is the last consumer's).
     pub consumer: ConsumerStats,
+    /// How often the consumer was started again after a crash of the fault plan.
+    pub consumer_restarts: u32,
 }
+
+/// How long [`run`] waits before starting a new consumer after one crashed (see the module docs).
+pub const CONSUMER_RESTART_PAUSE: Duration = Duration::from_millis(500);
 
 /// Serves `router` on `listener` and runs `work` (given its [`Stop`]), the outbox relay and the
 /// consumer of `messaging` until `shutdown` completes; then lets in-flight requests finish, stops
@@ -127,28 +160,100 @@ where
         relay_poll,
         consumer,
         handler,
+        faults,
     } = messaging;
+    let faults: Arc<dyn FaultHooks> = Arc::new(faults);
     let relay = Relay::new(
         pool.clone(),
         Outbox::new(schema.clone()),
         &kafka,
         RelayConfig {
             poll_interval: relay_poll.min(RelayConfig::default().poll_interval),
+            faults: Some(faults.clone()),
             ..RelayConfig::default()
         },
     )?;
-    let consumer = Consumer::new(pool, schema, &kafka, consumer, handler)?;
+    let consumer_config = ConsumerConfig {
+        faults: Some(faults),
+        ..consumer
+    };
+    // Shared, so a consumer started after a crash gets the same handler.
+    let handler = Arc::new(handler);
+    let new_consumer = move || {
+        Consumer::new(
+            pool.clone(),
+            schema.clone(),
+            &kafka,
+            consumer_config.clone(),
+            handler.clone(),
+        )
+    };
+    // The first one is created here, so a configuration error stops the service at start.
+    let first = new_consumer()?;
     let (stop, stopped) = watch::channel(false);
     let work = tokio::spawn(work(Stop(stopped.clone())));
     let relay = tokio::spawn(relay.run(Stop(stopped.clone()).wait()));
-    let consumer = tokio::spawn(consumer.run(Stop(stopped).wait()));
+    let consumer = tokio::spawn(supervise_consumer(
+        first,
+        new_consumer,
+        stopped,
+        CONSUMER_RESTART_PAUSE,
+    ));
     let served = crate::serve::serve(listener, router, shutdown).await;
     let _ = stop.send(true);
     work.await?;
     let relay = relay.await?;
-    let consumer = consumer.await?;
+    let (consumer, consumer_restarts) = consumer.await?;
     served?;
-    Ok(RunStats { relay, consumer })
+    Ok(RunStats {
+        relay,
+        consumer,
+        consumer_restarts,
+    })
+}
+
+/// Runs `first` until `stopped`; whenever a consumer stops through a crash of the fault plan, waits
+/// `pause` and runs a new one from `new_consumer` (see the module docs). Returns the summed stats
+/// and the number of restarts.
+async fn supervise_consumer<H: Handler>(
+    first: Consumer<H>,
+    new_consumer: impl Fn() -> Result<Consumer<H>, ConsumerError>,
+    stopped: watch::Receiver<bool>,
+    pause: Duration,
+) -> (ConsumerStats, u32) {
+    let mut total = ConsumerStats::default();
+    let mut restarts = 0u32;
+    let mut consumer = first;
+    loop {
+        let stats = consumer.run(Stop(stopped.clone()).wait()).await;
+        total.processed += stats.processed;
+        total.duplicates += stats.duplicates;
+        total.dead_lettered += stats.dead_lettered;
+        total.retries += stats.retries;
+        total.crashed = stats.crashed;
+        if !stats.crashed {
+            return (total, restarts);
+        }
+        tracing::warn!(
+            restarts,
+            ?pause,
+            "the consumer crashed before storing an offset (fault plan); starting a new one, which gets \
+             that record again"
+        );
+        consumer = loop {
+            let mut stop = pin!(Stop(stopped.clone()).wait());
+            tokio::select! {
+                biased;
+                () = &mut stop => return (total, restarts),
+                () = tokio::time::sleep(pause) => {}
+            }
+            match new_consumer() {
+                Ok(consumer) => break consumer,
+                Err(error) => tracing::warn!(%error, "starting a new consumer failed; retrying"),
+            }
+        };
+        restarts += 1;
+    }
 }
 
 #[cfg(test)]

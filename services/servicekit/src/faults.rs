@@ -255,6 +255,20 @@ impl Faults {
     }
 }
 
+/// The Kafka part of the plan, as the relay and the consumer of `pizza-messaging` ask for it
+/// (`pizza-messaging` cannot name this crate, which depends on it). `background::run` hands the
+/// service's live plan to both, so a plan set through the admin API takes effect at the next publish
+/// or the next applied record.
+impl pizza_messaging::FaultHooks for Faults {
+    fn fail_publish(&self) -> bool {
+        self.kafka_publish_failure()
+    }
+
+    fn crash_before_commit(&self) -> bool {
+        self.take_consumer_crash()
+    }
+}
+
 /// Paths the HTTP faults never touch: the admin API (so a workshop can always turn faults off) and
 /// health probes (so a fault scenario does not get the process restarted by its supervisor).
 pub fn is_exempt(path: &str) -> bool {
@@ -422,6 +436,33 @@ mod tests {
             (0..4).map(|_| f.take_consumer_crash()).collect::<Vec<_>>(),
             vec![true, true, false, false]
         );
+    }
+
+    #[test]
+    fn the_messaging_hooks_follow_the_live_plan() {
+        use pizza_messaging::FaultHooks as _;
+        let f = Faults::none();
+        assert!(
+            !f.fail_publish() && !f.crash_before_commit(),
+            "no plan, no faults"
+        );
+        f.set(plan(
+            r#"{"kafka_publish_failure_rate":1.0,"consumer_crash_before_commit":1}"#,
+        ))
+        .unwrap();
+        assert!(f.fail_publish());
+        assert!(f.crash_before_commit());
+        assert!(!f.crash_before_commit(), "the one crash is used up");
+        let seeded = |seed: u64| {
+            let f = Faults::new(FaultPlan {
+                seed,
+                kafka_publish_failure_rate: 0.5,
+                ..Default::default()
+            })
+            .unwrap();
+            (0..64).map(|_| f.fail_publish()).collect::<Vec<_>>()
+        };
+        assert_eq!(seeded(3), seeded(3), "the same seed fails the same publishes");
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub fn service_router(
     admin_token: Option<String>,
     max_body_bytes: usize,
 ) -> Router {
+    edge_router(service, routes, state, admin_token, max_body_bytes, true)
+}
+
+/// Like [`service_router`], for a service at the edge, which decides whether to continue a caller's
+/// `traceparent` (`trust_inbound`, from `PIZZA_TRUST_INBOUND_TRACEPARENT`) or to start a new trace
+/// linked to it.
+pub fn edge_router(
+    service: &'static str,
+    routes: Router<AppState>,
+    state: AppState,
+    admin_token: Option<String>,
+    max_body_bytes: usize,
+    trust_inbound: bool,
+) -> Router {
     let faults = state.faults.clone();
     routes
         .merge(health::routes(service))
@@ -80,7 +94,7 @@ pub fn service_router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(HttpServerLayer::new(true))
+        .layer(HttpServerLayer::new(trust_inbound))
 }
 
 async fn not_found() -> impl IntoResponse {

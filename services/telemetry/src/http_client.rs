@@ -36,6 +36,12 @@ pub struct ResendCount(pub u32);
 #[derive(Debug, Clone)]
 pub struct UrlTemplate(pub &'static str);
 
+/// The order a request serves, put in the request's extensions like [`UrlTemplate`]: the CLIENT span
+/// gets `pizza.order.id`, as every span of an order must (the callee's SERVER span learns it from the
+/// request itself).
+#[derive(Debug, Clone)]
+pub struct OrderId(pub String);
+
 /// Opens a CLIENT span per attempt and injects its context into the request headers.
 #[derive(Debug, Clone)]
 pub struct Tracing {
@@ -82,6 +88,9 @@ impl Middleware for Tracing {
         }
         if let Some(ResendCount(n)) = extensions.get::<ResendCount>().copied().filter(|r| r.0 > 0) {
             span.set_attribute(semconv::HTTP_REQUEST_RESEND_COUNT, i64::from(n));
+        }
+        if let Some(OrderId(id)) = extensions.get::<OrderId>() {
+            span.set_attribute(crate::attributes::pizza::ORDER_ID, id.clone());
         }
         if !propagation::inject_http(&span.context(), &self.edge, req.headers_mut()) {
             span.set_attribute(crate::attributes::pizza::CONTEXT_DROPPED, true);

@@ -14,6 +14,7 @@
 //! - [`records`]: reading a topic back to its end (or until N records), decoding event types, and
 //!   polling until a condition holds within a bounded deadline.
 //! - [`broker`]: a private Kafka broker a test may stop and start without disturbing the others.
+//! - [`shop`]: the three services as real processes (started, killed, restarted) for end-to-end tests.
 //! - [`telemetry`]: `pizza_telemetry::init` once per test process, and flushing before reading
 //!   Jaeger.
 //! - [`conventions`]: checks that exported spans use only registered or semantic-convention
@@ -25,6 +26,7 @@ pub mod conventions;
 pub mod jaeger;
 pub mod kafka;
 pub mod records;
+pub mod shop;
 pub mod stack;
 pub mod telemetry;
 

@@ -1,8 +1,10 @@
 //! Where the stack listens.
 //!
 //! The defaults are the native stack's ports (see the README's port table). Each can be overridden by
-//! the environment, so the same tests run against compose or a remote stack. This module is the only
-//! place in the crate that reads the environment.
+//! the environment, so the same tests run against compose or a remote stack. This module reads the
+//! stack's endpoints; the only other reader is [`crate::shop`], for how it finds and builds the
+//! service binaries (`CARGO`, `PIZZA_SHOP_BIN_DIR`) and whether it keeps their logs
+//! (`PIZZA_SHOP_KEEP_LOGS`).
 
 use std::path::PathBuf;
 

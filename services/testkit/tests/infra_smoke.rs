@@ -263,6 +263,7 @@ fn the_built_collector_validates_the_one_config_with_native_and_container_values
         ("OTELCOL_OTLP_HTTP_PORT", "4318"),
         ("OTELCOL_HEALTH_PORT", "13133"),
         ("OTELCOL_METRICS_PORT", "8888"),
+        ("OTELCOL_PROMETHEUS_PORT", "8889"),
         ("JAEGER_OTLP_ENDPOINT", "127.0.0.1:14317"),
     ];
     let out = validate(&config, &native);

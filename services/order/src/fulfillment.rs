@@ -1,0 +1,580 @@
+//! The order workflow, `order-fulfillment`, and its child `charge-payment`, on `pizza-workflow`.
+//!
+//! ```text
+//! validate-order ─► charge-payment (child: authorize, capture) ─► mark-paid
+//!   ─► place-kitchen-ticket (HTTP, retried as step attempts) ─► wait kitchen-ready (timeout)
+//!   ─► request-delivery (outbox → delivery.requests) ─► wait delivered (timeout)
+//!   ─► sleep feedback-delay ─► request-feedback (completed)
+//! on a timeout, a failure or a cancel: cancel-kitchen-ticket, refund-payment, cancel-order
+//! ```
+//!
+//! Every path ends in exactly one terminal status of the order: `request-feedback` sets `completed`,
+//! `cancel-order` sets `cancelled` (or `rejected` when the order itself is invalid), and the store
+//! never leaves a terminal status. The compensation runs only what the happy path did, so an order
+//! cancelled before its ticket does not call the kitchen, and one never charged is never refunded.
+//!
+//! Customer data is not in the workflow's input: `request-delivery` reads the address from the
+//! order's row inside its step, so it never lands in `workflow.runs`, in spans, or in errors.
+//!
+//! Side effects are keyed by the step's idempotency key: payments by a unique ledger row, the kitchen
+//! ticket by the order id, outbox events by an event id derived from the key (a second attempt finds
+//! the first one's row and writes none; if that row was already published and purged, the duplicate
+//! record carries the same `ce_id` and the consumer's inbox absorbs it), timeline entries by
+//! `Change::once`. The refund settles against the ledger: it runs only once the payment child has
+//! ended, and only if a capture was recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pizza_contracts::events::{DeliveryAddress, DeliveryRequested, OrderCancelled, OrderItem};
+use pizza_contracts::menu;
+use pizza_messaging::{Envelope, Outbox};
+use pizza_servicekit::Faults;
+use pizza_workflow::{RetryPolicy, StepError, WorkflowContext, WorkflowError, Workflows};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Timings;
+use crate::kitchen::KitchenClient;
+use crate::store::{self, Change, Status};
+
+/// The order workflow.
+pub const ORDER_FULFILLMENT: &str = "order-fulfillment";
+/// The payment child workflow.
+pub const CHARGE_PAYMENT: &str = "charge-payment";
+/// Signal: the kitchen reported (`order-ready`, or `kitchen-issue`).
+pub const KITCHEN_READY: &str = "kitchen-ready";
+/// Signal: the delivery reported (`order-completed`, or `delivery-issue`).
+pub const DELIVERED: &str = "delivered";
+/// The `ce_source` of the order service's events.
+pub const SOURCE: &str = "/pizza/order";
+
+/// The input of [`ORDER_FULFILLMENT`]: no customer data (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FulfillmentInput {
+    /// The order.
+    pub order_id: Uuid,
+    /// What was ordered.
+    pub items: Vec<OrderItem>,
+    /// The price the customer accepted.
+    pub total_cents: u64,
+}
+
+/// The input of [`CHARGE_PAYMENT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentInput {
+    /// The order.
+    pub order_id: Uuid,
+    /// How much.
+    pub amount_cents: u64,
+}
+
+/// What a kitchen or delivery signal says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Ready (kitchen) or handed over (delivery).
+    pub ok: bool,
+    /// Why not: the short code of `kitchen-issue` or `delivery-issue`.
+    pub reason: Option<String>,
+}
+
+/// How an order workflow ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `completed`, `cancelled` or `rejected`.
+    pub status: Status,
+    /// Why, when not completed.
+    pub reason: Option<String>,
+}
+
+/// What the workflows' steps use.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The order service's database.
+    pub pool: PgPool,
+    /// The kitchen.
+    pub kitchen: KitchenClient,
+    /// The order service's outbox.
+    pub outbox: Outbox,
+    /// The live fault plan (`payment` business failures).
+    pub faults: Faults,
+    /// Timeouts and delays, scaled.
+    pub timings: Timings,
+    /// Where delivery commands go.
+    pub delivery_requests_topic: String,
+    /// Where the order's own events go.
+    pub orders_events_topic: String,
+}
+
+/// The workflows of the order service.
+pub fn workflows(deps: Deps) -> Workflows {
+    let deps = Arc::new(deps);
+    let payment_deps = deps.clone();
+    Workflows::new()
+        .register(ORDER_FULFILLMENT, move |ctx, input: FulfillmentInput| {
+            let deps = deps.clone();
+            async move { fulfill(&ctx, &input, &deps).await }
+        })
+        .register(CHARGE_PAYMENT, move |ctx, input: PaymentInput| {
+            let deps = payment_deps.clone();
+            async move { charge(&ctx, &input, &deps).await }
+        })
+}
+
+/// What the happy path got done, so the compensation knows what to undo.
+#[derive(Debug, Default)]
+struct Progress {
+    paid: bool,
+    ticket: bool,
+    delivered: bool,
+}
+
+/// Why the happy path stopped.
+#[derive(Debug)]
+enum Stop {
+    /// A business reason: compensate, then end the order with this status and reason.
+    Business(Status, String),
+    /// The engine's own signal (the execution parked, the lease was lost, the database failed):
+    /// hand it back untouched, the run resumes later by replay.
+    Engine(WorkflowError),
+}
+
+impl From<WorkflowError> for Stop {
+    fn from(error: WorkflowError) -> Self {
+        let cancel = |reason: &str| Stop::Business(Status::Cancelled, reason.to_owned());
+        match error {
+            WorkflowError::StepFailed { step, error, .. } => match step.as_str() {
+                "validate-order" => Stop::Business(Status::Rejected, error.error_type),
+                "place-kitchen-ticket" => cancel("kitchen-unavailable"),
+                _ => cancel(&format!("{step}-failed")),
+            },
+            WorkflowError::Cancelled => cancel("customer-cancelled"),
+            WorkflowError::DeadlineExceeded => cancel("deadline-exceeded"),
+            WorkflowError::ChildFailed { error, .. } => cancel(&error.error_type),
+            WorkflowError::ChildTimedOut { .. } => cancel("payment-timeout"),
+            other => Stop::Engine(other),
+        }
+    }
+}
+
+async fn fulfill(
+    ctx: &WorkflowContext,
+    input: &FulfillmentInput,
+    deps: &Deps,
+) -> Result<Outcome, WorkflowError> {
+    let mut progress = Progress::default();
+    let (status, reason) = match happy_path(ctx, input, deps, &mut progress).await {
+        Ok(()) => {
+            return Ok(Outcome {
+                status: Status::Completed,
+                reason: None,
+            });
+        }
+        Err(Stop::Engine(error)) => return Err(error),
+        Err(Stop::Business(status, reason)) => (status, reason),
+    };
+    tracing::info!(order_id = %input.order_id, %reason, "order stops; compensating");
+    if progress.delivered {
+        // Handed over already: there is nothing to undo, and the customer has the pizza.
+        finish(ctx, input, deps).await?;
+        return Ok(Outcome {
+            status: Status::Completed,
+            reason: None,
+        });
+    }
+    let order_id = input.order_id;
+    if progress.ticket {
+        let kitchen = deps.kitchen.clone();
+        let cancelled = ctx
+            .run(
+                "cancel-kitchen-ticket",
+                compensation_policy(deps),
+                |_| async move { kitchen.cancel_ticket(order_id).await },
+            )
+            .await;
+        match cancelled {
+            Ok(_) => {}
+            // The kitchen stayed away for the whole budget. The refund and the order's end must not
+            // wait on it: `order-cancelled`, which `cancel-order` publishes, cancels the ticket when
+            // the kitchen reads its topic again.
+            Err(WorkflowError::StepFailed { error, .. }) => {
+                tracing::warn!(%order_id, %error, "kitchen ticket not cancelled; order-cancelled will do it");
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if progress.paid {
+        let pool = deps.pool.clone();
+        let amount = input.total_cents;
+        let _refunded: bool = ctx
+            .run("refund-payment", compensation_policy(deps), |step| async move {
+                // The payment child may still be capturing (a cancel is delivered at its next step
+                // boundary, and `capture` is its last step): wait for it to end, as step retries.
+                let in_flight: bool = sqlx::query_scalar(
+                    "select exists (select 1 from workflow.runs where parent_run_id = $1 \
+                     and workflow_name = $2 and status not in ('completed', 'failed', 'cancelled'))",
+                )
+                .bind(step.run_id)
+                .bind(CHARGE_PAYMENT)
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| db(e.into()))?;
+                if in_flight {
+                    return Err(StepError::retryable(
+                        "payment_in_flight",
+                        "charge-payment is still running",
+                    ));
+                }
+                if !store::has_payment(&pool, order_id, "capture").await.map_err(db)? {
+                    return Ok(false);
+                }
+                simulate_provider(deps.timings.payment).await;
+                store::record_payment(&pool, &step.idempotency_key, order_id, "refund", amount)
+                    .await
+                    .map_err(db)?;
+                Ok(true)
+            })
+            .await?;
+    }
+    let (pool, outbox, topic) = (
+        deps.pool.clone(),
+        deps.outbox.clone(),
+        deps.orders_events_topic.clone(),
+    );
+    let code = reason.clone();
+    ctx.run("cancel-order", compensation_policy(deps), |step| async move {
+        let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+        let event = if status == Status::Rejected {
+            "order-rejected"
+        } else {
+            "order-cancelled"
+        };
+        let advanced = store::advance(&mut tx, order_id, Change::to(status, event).because(&code).once())
+            .await
+            .map_err(db)?;
+        if advanced.is_some_and(|a| !a.before.is_terminal() && a.after == status) {
+            let mut envelope = Envelope::new(
+                SOURCE,
+                OrderCancelled {
+                    order_id,
+                    reason: code.clone(),
+                },
+            );
+            envelope.attributes.id = event_id(&step.idempotency_key);
+            outbox
+                .enqueue_to(&mut tx, &topic, &envelope)
+                .await
+                .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+        }
+        tx.commit().await.map_err(|e| db(e.into()))?;
+        Ok(())
+    })
+    .await?;
+    Ok(Outcome {
+        status,
+        reason: Some(reason),
+    })
+}
+
+async fn happy_path(
+    ctx: &WorkflowContext,
+    input: &FulfillmentInput,
+    deps: &Deps,
+    progress: &mut Progress,
+) -> Result<(), Stop> {
+    let order_id = input.order_id;
+
+    let items = input.items.clone();
+    let accepted_total = input.total_cents;
+    ctx.run("validate-order", RetryPolicy::no_retry(), |_| async move {
+        validate(&items, accepted_total)
+    })
+    .await?;
+
+    let payment = PaymentInput {
+        order_id,
+        amount_cents: input.total_cents,
+    };
+    // Each provider call takes `payment`; allow for a few retries of each, and for the child's worker
+    // dying mid-call (its run waits out the lease before another worker resumes it).
+    let payment_timeout = deps.timings.payment * 10 + deps.timings.retry_max * 2 + deps.timings.lease * 3;
+    // Marked before the child runs: a cancel or a timeout can reach the parent while the child is
+    // inside `capture`, which then still completes. The refund settles against the ledger.
+    progress.paid = true;
+    let () = ctx
+        .run_workflow(CHARGE_PAYMENT, &payment, payment_timeout)
+        .await?;
+    let pool = deps.pool.clone();
+    ctx.run("mark-paid", step_policy(deps), |_| async move {
+        change(
+            &pool,
+            order_id,
+            Change::to(Status::Paid, "payment-captured").once(),
+        )
+        .await
+    })
+    .await?;
+
+    let (kitchen, items, pool) = (deps.kitchen.clone(), input.items.clone(), deps.pool.clone());
+    // Marked before the call: a ticket placed by an attempt whose answer was lost still gets
+    // cancelled by the compensation (cancelling an unknown ticket is a no-op).
+    progress.ticket = true;
+    let _ticket: Uuid = ctx
+        .run("place-kitchen-ticket", kitchen_policy(deps), |_| async move {
+            let ticket = kitchen.place_ticket(order_id, &items).await?;
+            change(
+                &pool,
+                order_id,
+                Change::to(Status::Paid, "kitchen-ticket-placed").once(),
+            )
+            .await?;
+            Ok(ticket)
+        })
+        .await?;
+
+    match ctx
+        .wait_for_signal::<Report>(KITCHEN_READY, deps.timings.kitchen_timeout)
+        .await?
+    {
+        None => return Err(Stop::Business(Status::Cancelled, "kitchen-timeout".into())),
+        Some(Report { ok: false, reason }) => {
+            return Err(Stop::Business(
+                Status::Cancelled,
+                reason.unwrap_or_else(|| "kitchen-issue".into()),
+            ));
+        }
+        Some(_) => {}
+    }
+
+    let (pool, outbox, topic) = (
+        deps.pool.clone(),
+        deps.outbox.clone(),
+        deps.delivery_requests_topic.clone(),
+    );
+    let ticket_id = _ticket;
+    ctx.run("request-delivery", step_policy(deps), |step| async move {
+        let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+        let customer = store::customer(&mut *tx, order_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
+        let mut envelope = Envelope::new(
+            SOURCE,
+            DeliveryRequested {
+                order_id,
+                ticket_id,
+                address: DeliveryAddress {
+                    recipient: customer.name,
+                    street: customer.address.street,
+                    postal_code: customer.address.postal_code,
+                    city: customer.address.city,
+                },
+            },
+        );
+        envelope.attributes.id = event_id(&step.idempotency_key);
+        // An earlier attempt may have committed and died before its result was recorded: its row
+        // holds this event id (unique), so enqueue only if it is not there.
+        if !store::outbox_has(&mut *tx, envelope.attributes.id)
+            .await
+            .map_err(db)?
+        {
+            outbox
+                .enqueue_to(&mut tx, &topic, &envelope)
+                .await
+                .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+        }
+        store::advance(
+            &mut tx,
+            order_id,
+            Change::to(Status::Ready, "delivery-requested").once(),
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(|e| db(e.into()))?;
+        Ok(())
+    })
+    .await?;
+
+    match ctx
+        .wait_for_signal::<Report>(DELIVERED, deps.timings.delivery_timeout)
+        .await?
+    {
+        None => return Err(Stop::Business(Status::Cancelled, "delivery-timeout".into())),
+        Some(Report { ok: false, reason }) => {
+            return Err(Stop::Business(
+                Status::Cancelled,
+                reason.unwrap_or_else(|| "delivery-issue".into()),
+            ));
+        }
+        Some(_) => progress.delivered = true,
+    }
+
+    ctx.sleep("feedback-delay", deps.timings.feedback_delay).await?;
+    finish(ctx, input, deps).await?;
+    Ok(())
+}
+
+/// `request-feedback`: the simulated feedback request, and the order's terminal `completed`.
+async fn finish(ctx: &WorkflowContext, input: &FulfillmentInput, deps: &Deps) -> Result<(), WorkflowError> {
+    let (pool, order_id) = (deps.pool.clone(), input.order_id);
+    ctx.run("request-feedback", step_policy(deps), |_| async move {
+        change(
+            &pool,
+            order_id,
+            Change::to(Status::Completed, "feedback-requested").once(),
+        )
+        .await
+    })
+    .await
+}
+
+/// `charge-payment`: authorize, then capture, with the simulated provider. A `payment` business
+/// fault declines the authorization (permanent: the card will not be better on a retry).
+async fn charge(ctx: &WorkflowContext, input: &PaymentInput, deps: &Deps) -> Result<(), WorkflowError> {
+    let (order_id, amount) = (input.order_id, input.amount_cents);
+    for operation in ["authorize", "capture"] {
+        let (pool, faults, latency) = (deps.pool.clone(), deps.faults.clone(), deps.timings.payment);
+        ctx.run(operation, step_policy(deps), |step| async move {
+            simulate_provider(latency).await;
+            if operation == "authorize" && faults.business_failure("payment") {
+                return Err(StepError::permanent("payment-declined", "the card was declined"));
+            }
+            store::record_payment(&pool, &step.idempotency_key, order_id, operation, amount)
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+        .map_err(|error| match error {
+            // The parent reads the child's error class as the order's reason (`payment-declined`).
+            WorkflowError::StepFailed { error, .. } => WorkflowError::failed(error.error_type, error.message),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks the items against today's menu and the price the customer accepted.
+fn validate(items: &[OrderItem], accepted_total: u64) -> Result<u64, StepError> {
+    let mut total = 0u64;
+    for item in items {
+        let pizza = menu::find(&item.pizza).ok_or_else(|| {
+            StepError::permanent("not-on-menu", format!("{} is no longer on the menu", item.pizza))
+        })?;
+        total += pizza.price_cents * u64::from(item.quantity);
+    }
+    if total != accepted_total {
+        return Err(StepError::permanent(
+            "price-changed",
+            format!("the order costs {total} cents now, {accepted_total} were accepted"),
+        ));
+    }
+    Ok(total)
+}
+
+/// The simulated provider's latency.
+async fn simulate_provider(latency: Duration) {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
+/// One order change in its own transaction.
+async fn change(pool: &PgPool, order_id: Uuid, change: Change<'_>) -> Result<(), StepError> {
+    let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+    store::advance(&mut tx, order_id, change).await.map_err(db)?;
+    tx.commit().await.map_err(|e| db(e.into()))?;
+    Ok(())
+}
+
+/// The event id of an event a step publishes: the same for every attempt of the step, so a repeated
+/// attempt's duplicate record is absorbed by the consumer's inbox.
+pub fn event_id(step_key: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("pizza:order-step:{step_key}").as_bytes(),
+    )
+}
+
+fn db(error: store::StoreError) -> StepError {
+    StepError::retryable("database", error.to_string())
+}
+
+/// Database steps: quick retries, generous count.
+fn step_policy(deps: &Deps) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: deps.timings.retry_initial,
+        backoff_coefficient: 2.0,
+        maximum_interval: deps.timings.retry_max,
+        maximum_attempts: 8,
+    }
+}
+
+/// The kitchen call: retried with exponential back-off for about a minute of scaled time.
+fn kitchen_policy(deps: &Deps) -> RetryPolicy {
+    RetryPolicy {
+        maximum_attempts: 12,
+        ..step_policy(deps)
+    }
+}
+
+/// Compensation must finish: many attempts.
+fn compensation_policy(deps: &Deps) -> RetryPolicy {
+    RetryPolicy {
+        maximum_attempts: 50,
+        ..step_policy(deps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pizza: &str, quantity: u32) -> OrderItem {
+        OrderItem {
+            pizza: pizza.into(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn validation_prices_the_order_and_refuses_a_changed_price_or_menu() {
+        assert_eq!(validate(&[item("margherita", 2)], 2_000), Ok(2_000));
+        let e = validate(&[item("margherita", 2)], 1_999).unwrap_err();
+        assert_eq!((e.retryable, e.error_type.as_str()), (false, "price-changed"));
+        let e = validate(&[item("hawaii", 1)], 1_000).unwrap_err();
+        assert_eq!((e.retryable, e.error_type.as_str()), (false, "not-on-menu"));
+    }
+
+    #[test]
+    fn engine_signals_pass_through_and_business_failures_compensate() {
+        assert!(matches!(
+            Stop::from(WorkflowError::Suspended),
+            Stop::Engine(WorkflowError::Suspended)
+        ));
+        assert!(matches!(Stop::from(WorkflowError::LeaseLost), Stop::Engine(_)));
+        match Stop::from(WorkflowError::Cancelled) {
+            Stop::Business(Status::Cancelled, r) => assert_eq!(r, "customer-cancelled"),
+            other => panic!("{other:?}"),
+        }
+        let failed = WorkflowError::StepFailed {
+            step: "validate-order".into(),
+            attempts: 1,
+            error: StepError::permanent("price-changed", "x"),
+        };
+        match Stop::from(failed) {
+            Stop::Business(Status::Rejected, r) => assert_eq!(r, "price-changed"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_step_publishes_under_one_event_id_whatever_the_attempt() {
+        assert_eq!(
+            event_id("run/request-delivery/5"),
+            event_id("run/request-delivery/5")
+        );
+        assert_ne!(event_id("run/request-delivery/5"), event_id("run/cancel-order/9"));
+    }
+}

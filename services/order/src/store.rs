@@ -1,0 +1,553 @@
+//! The order tables. Every change of an order's status goes through [`advance`], which appends to the
+//! timeline and moves the status forward only: events from two topics can arrive in either order
+//! (`order-on-its-way` before `order-ready` when the kitchen's relay is slow), and a terminal status
+//! is never left, so an order ends in exactly one.
+
+use std::fmt;
+
+use pizza_contracts::events::OrderItem;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The schema the order service owns (its tables, its migration history, its outbox and inbox).
+pub const SCHEMA: &str = "orders";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query failed.
+    #[error("order database query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row holds a status this build does not know (a newer replica wrote it).
+    #[error("order {0} has an unknown status {1:?}")]
+    UnknownStatus(Uuid, String),
+    /// A migration failed.
+    #[error(transparent)]
+    Migrate(#[from] pizza_servicekit::store::MigrateError),
+    /// The workflow engine's migrations failed.
+    #[error("workflow engine migrations: {0}")]
+    Workflow(#[from] pizza_workflow::Error),
+}
+
+/// Creates the schema `orders` with its tables, the outbox and inbox in it, and the workflow engine's
+/// schema.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let migrator: Migrator = sqlx::migrate!("./migrations");
+    pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?;
+    pizza_workflow::migrate(pool).await?;
+    Ok(())
+}
+
+/// [`SCHEMA`] as the messaging crate names it.
+pub fn messaging_schema() -> pizza_messaging::Schema {
+    pizza_messaging::Schema::new(SCHEMA).expect("`orders` is a valid schema name")
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted by `POST /orders`; the workflow has started.
+    Accepted,
+    /// Payment authorized and captured.
+    Paid,
+    /// The kitchen is cooking it.
+    InPreparation,
+    /// Out of the oven, waiting for a driver.
+    Ready,
+    /// A driver picked it up.
+    OutForDelivery,
+    /// The driver reports progress.
+    OnItsWay,
+    /// Handed over.
+    Delivered,
+    /// Delivered and the feedback request sent (terminal).
+    Completed,
+    /// Stopped and compensated: a timeout, a failure, or the customer asked (terminal).
+    Cancelled,
+    /// The order cannot be made as it stands (terminal).
+    Rejected,
+}
+
+impl Status {
+    /// Every status, in the order an order moves through them.
+    pub const ALL: [Status; 10] = [
+        Status::Accepted,
+        Status::Paid,
+        Status::InPreparation,
+        Status::Ready,
+        Status::OutForDelivery,
+        Status::OnItsWay,
+        Status::Delivered,
+        Status::Completed,
+        Status::Cancelled,
+        Status::Rejected,
+    ];
+
+    /// The spelling on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Paid => "paid",
+            Status::InPreparation => "in_preparation",
+            Status::Ready => "ready",
+            Status::OutForDelivery => "out_for_delivery",
+            Status::OnItsWay => "on_its_way",
+            Status::Delivered => "delivered",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    /// The status spelled `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the order ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Cancelled | Status::Rejected)
+    }
+
+    /// Progress along the happy path; terminal statuses rank above everything.
+    fn rank(self) -> u8 {
+        match self {
+            Status::Accepted => 0,
+            Status::Paid => 1,
+            Status::InPreparation => 2,
+            Status::Ready => 3,
+            Status::OutForDelivery => 4,
+            Status::OnItsWay => 5,
+            Status::Delivered => 6,
+            Status::Completed | Status::Cancelled | Status::Rejected => 7,
+        }
+    }
+
+    /// Whether the order got at least as far as `other` on the happy path (terminal statuses count
+    /// as past everything).
+    pub fn reached(self, other: Status) -> bool {
+        self.rank() >= other.rank()
+    }
+
+    /// The status after `self` when `next` is reported: forward only, and never out of a terminal
+    /// status.
+    pub fn advance(self, next: Status) -> Status {
+        if self.is_terminal() || next.rank() < self.rank() {
+            self
+        } else {
+            next
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who ordered and where it goes. Customer data: `Debug` is redacted so it cannot reach a log line by
+/// accident, and nothing puts it in a span.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Name.
+    pub name: String,
+    /// Phone number.
+    pub phone: String,
+    /// Address.
+    pub address: Address,
+}
+
+/// A delivery address.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Street and number.
+    pub street: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// City.
+    pub city: String,
+}
+
+impl fmt::Debug for Customer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Customer { <redacted> }")
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Address { <redacted> }")
+    }
+}
+
+/// A new order.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    /// Its id.
+    pub order_id: Uuid,
+    /// What was ordered.
+    pub items: &'a [OrderItem],
+    /// The price.
+    pub total_cents: u64,
+    /// Who and where.
+    pub customer: &'a Customer,
+    /// The trace of the request.
+    pub trace_id: &'a str,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// An order row (without the customer, which only the delivery request reads).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    /// The order.
+    pub order_id: Uuid,
+    /// As stored.
+    pub status: String,
+    /// Why it was cancelled or rejected.
+    pub reason: Option<String>,
+    /// What was ordered.
+    pub items: Json<Vec<OrderItem>>,
+    /// The price.
+    pub total_cents: i64,
+    /// The workflow run.
+    pub run_id: Option<Uuid>,
+    /// The trace of `POST /orders`.
+    pub trace_id: String,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+impl OrderRow {
+    /// The status, parsed.
+    pub fn status(&self) -> Result<Status, StoreError> {
+        Status::parse(&self.status)
+            .ok_or_else(|| StoreError::UnknownStatus(self.order_id, self.status.clone()))
+    }
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct TimelineEntry {
+    /// 1, 2, 3… per order: the SSE event id.
+    pub seq: i32,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The order's status after it.
+    pub status: String,
+    /// What caused it.
+    pub event: String,
+    /// The driver's progress, for `on_its_way`.
+    pub progress_percent: Option<i16>,
+}
+
+const ORDER_COLUMNS: &str =
+    "order_id, status, reason, items, total_cents, run_id, trace_id, created_at, updated_at";
+
+/// Inserts an accepted order with its first timeline entry, unless the idempotency key was used
+/// before: then nothing is written and the existing order's id is returned as `Err`.
+pub async fn insert(conn: &mut PgConnection, order: NewOrder<'_>) -> Result<Result<(), Uuid>, StoreError> {
+    let inserted = sqlx::query(
+        "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id, idempotency_key) \
+         values ($1, 'accepted', $2, $3, $4, $5, $6) on conflict (idempotency_key) do nothing",
+    )
+    .bind(order.order_id)
+    .bind(Json(order.items))
+    .bind(order.total_cents as i64)
+    .bind(Json(order.customer))
+    .bind(order.trace_id)
+    .bind(order.idempotency_key)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        let existing: Uuid =
+            sqlx::query_scalar("select order_id from orders.orders where idempotency_key = $1")
+                .bind(order.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(Err(existing));
+    }
+    sqlx::query(
+        "insert into orders.timeline (order_id, seq, status, event) values ($1, 1, 'accepted', 'order-accepted')",
+    )
+    .bind(order.order_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(()))
+}
+
+/// Records the workflow run of an order.
+pub async fn set_run(db: impl PgExecutor<'_>, order_id: Uuid, run_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("update orders.orders set run_id = $2 where order_id = $1")
+        .bind(order_id)
+        .bind(run_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// An order.
+pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<OrderRow>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {ORDER_COLUMNS} from orders.orders where order_id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The customer of an order.
+pub async fn customer(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<Customer>, StoreError> {
+    let row: Option<Json<Customer>> =
+        sqlx::query_scalar("select customer from orders.orders where order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|j| j.0))
+}
+
+/// The most recent orders, optionally of one status.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    status: Option<Status>,
+    limit: u32,
+) -> Result<Vec<OrderRow>, StoreError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {ORDER_COLUMNS} from orders.orders where ($1::text is null or status = $1) \
+         order by created_at desc limit $2"
+    )))
+    .bind(status.map(Status::as_str))
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?)
+}
+
+/// Timeline entries of an order after `after_seq`.
+pub async fn timeline(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    after_seq: i32,
+) -> Result<Vec<TimelineEntry>, StoreError> {
+    Ok(sqlx::query_as(
+        "select seq, at, status, event, progress_percent from orders.timeline \
+         where order_id = $1 and seq > $2 order by seq",
+    )
+    .bind(order_id)
+    .bind(after_seq)
+    .fetch_all(db)
+    .await?)
+}
+
+/// What [`advance`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The status before.
+    pub before: Status,
+    /// The status after (the same when `next` was behind, or the order had ended).
+    pub after: Status,
+}
+
+/// One change to an order: a timeline entry and the status it moves toward.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// The status the change reports (see [`Status::advance`]; a status behind the current one
+    /// leaves it as it is and only adds the entry).
+    pub next: Status,
+    /// What caused it.
+    pub event: &'a str,
+    /// The driver's progress.
+    pub progress_percent: Option<u8>,
+    /// Why, when `next` is cancelled or rejected.
+    pub reason: Option<&'a str>,
+    /// Skip the change if the timeline holds `event` already: for workflow steps, which may run
+    /// twice (a crash after the commit, before the step's result was recorded).
+    pub once: bool,
+}
+
+impl<'a> Change<'a> {
+    /// A change toward `next` because of `event`.
+    pub fn to(next: Status, event: &'a str) -> Self {
+        Self {
+            next,
+            event,
+            progress_percent: None,
+            reason: None,
+            once: false,
+        }
+    }
+
+    /// With a reason.
+    pub fn because(mut self, reason: &'a str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Applied at most once per order.
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+}
+
+/// Records `change` on the order's timeline and moves its status toward `change.next` (see
+/// [`Status::advance`]); a terminal status also records the reason. Locks the order's row, so the
+/// timeline's sequence and the status change are serialized per order across replicas. An order
+/// that has ended takes no more entries. `None` if the order does not exist.
+pub async fn advance(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    change: Change<'_>,
+) -> Result<Option<Advanced>, StoreError> {
+    let current: Option<String> =
+        sqlx::query_scalar("select status from orders.orders where order_id = $1 for update")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
+    let unchanged = Some(Advanced {
+        before,
+        after: before,
+    });
+    if before.is_terminal() {
+        return Ok(unchanged);
+    }
+    if change.once {
+        let seen: bool = sqlx::query_scalar(
+            "select exists (select 1 from orders.timeline where order_id = $1 and event = $2)",
+        )
+        .bind(order_id)
+        .bind(change.event)
+        .fetch_one(&mut *conn)
+        .await?;
+        if seen {
+            return Ok(unchanged);
+        }
+    }
+    let after = before.advance(change.next);
+    sqlx::query(
+        "update orders.orders set status = $2, reason = coalesce($3, reason), updated_at = now() \
+         where order_id = $1",
+    )
+    .bind(order_id)
+    .bind(after.as_str())
+    .bind(change.reason.filter(|_| after.is_terminal()))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into orders.timeline (order_id, seq, status, event, progress_percent) \
+         select $1, coalesce(max(seq), 0) + 1, $2, $3, $4 from orders.timeline where order_id = $1",
+    )
+    .bind(order_id)
+    .bind(after.as_str())
+    .bind(change.event)
+    .bind(change.progress_percent.map(i16::from))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(Advanced { before, after }))
+}
+
+/// Whether the payment ledger holds `operation` for the order.
+pub async fn has_payment(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    operation: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from orders.payments where order_id = $1 and operation = $2)",
+    )
+    .bind(order_id)
+    .bind(operation)
+    .fetch_one(db)
+    .await?)
+}
+
+/// Whether the order service's outbox holds an event with this id.
+pub async fn outbox_has(db: impl PgExecutor<'_>, event_id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from orders.outbox where event_id = $1)")
+            .bind(event_id)
+            .fetch_one(db)
+            .await?,
+    )
+}
+
+/// Records one operation of the simulated payment provider, once per idempotency key. Returns
+/// whether it was new.
+pub async fn record_payment(
+    db: impl PgExecutor<'_>,
+    idempotency_key: &str,
+    order_id: Uuid,
+    operation: &str,
+    amount_cents: u64,
+) -> Result<bool, StoreError> {
+    let rows = sqlx::query(
+        "insert into orders.payments (idempotency_key, order_id, operation, amount_cents) \
+         values ($1, $2, $3, $4) on conflict (idempotency_key) do nothing",
+    )
+    .bind(idempotency_key)
+    .bind(order_id)
+    .bind(operation)
+    .bind(amount_cents as i64)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(rows == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_only_three_are_terminal() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(terminal, [Status::Completed, Status::Cancelled, Status::Rejected]);
+    }
+
+    #[test]
+    fn status_moves_forward_only_and_never_leaves_a_terminal_one() {
+        assert_eq!(Status::Ready.advance(Status::InPreparation), Status::Ready);
+        assert_eq!(Status::Paid.advance(Status::OnItsWay), Status::OnItsWay);
+        assert_eq!(Status::OnItsWay.advance(Status::OnItsWay), Status::OnItsWay);
+        assert_eq!(Status::Ready.advance(Status::Cancelled), Status::Cancelled);
+        assert_eq!(Status::Cancelled.advance(Status::Completed), Status::Cancelled);
+        assert_eq!(Status::Completed.advance(Status::Cancelled), Status::Completed);
+        assert!(Status::OnItsWay.reached(Status::OutForDelivery));
+        assert!(Status::OutForDelivery.reached(Status::OutForDelivery));
+        assert!(!Status::Ready.reached(Status::OutForDelivery));
+    }
+
+    #[test]
+    fn customer_data_never_shows_in_debug_output() {
+        let c = Customer {
+            name: "Ada Lovelace".into(),
+            phone: "+39 055 1234".into(),
+            address: Address {
+                street: "1 Oven Lane".into(),
+                postal_code: "50100".into(),
+                city: "Firenze".into(),
+            },
+        };
+        let text = format!("{c:?} {:?}", c.address);
+        for secret in ["Ada", "055", "Oven", "50100", "Firenze"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
