@@ -59,15 +59,6 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
     if config.get("auto.offset.reset").is_none() {
         config.set("auto.offset.reset", "earliest");
     }
-    // A member that dies without leaving (kill -9) keeps its partitions until its session times out;
-    // librdkafka's 45 s default would stall a restarted or surviving replica that long. 10 s with a
-    // heartbeat every 3 s still rides out a GC pause or a busy CI machine.
-    if config.get("session.timeout.ms").is_none() {
-        config.set("session.timeout.ms", "10000");
-    }
-    if config.get("heartbeat.interval.ms").is_none() {
-        config.set("heartbeat.interval.ms", "3000");
-    }
     // Statistics feed the consumer-lag gauge.
     if config.get("statistics.interval.ms").is_none() {
         config.set("statistics.interval.ms", "10000");
