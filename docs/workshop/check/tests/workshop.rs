@@ -8,8 +8,8 @@
 //! - `PIZZA_TIME_SCALE=0.1`: an order takes a few seconds instead of about forty (every wait in the
 //!   exercises polls, bounded, so the pace does not matter);
 //! - the order workflow's kitchen and delivery timeouts at 1000 s (scaled: 100 s), so that a broker
-//!   outage or a consumer-group rebalance after `kill -9` (about 10 s) delays an order rather than
-//!   timing it out at the fast pace;
+//!   outage or a consumer-group rebalance after `kill -9` (up to 45 s, librdkafka's session
+//!   timeout) delays an order rather than timing it out at the fast pace;
 //! - its own database (`pizza_workshop_check`, created afresh) and consumer groups
 //!   (`workshop-check-*`), so it neither reads nor disturbs a demo's orders;
 //! - its own pid directory (`PIZZA_SERVICES_RUN_DIR`), so `services.sh kill order` in an exercise
