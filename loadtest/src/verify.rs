@@ -86,8 +86,9 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "workflow-run",
-        "select order_id::uuid, count(*) from workflow.runs where workflow_name = 'order-fulfillment' \
-         and order_id = any($1::text[]) group by order_id having count(*) > 1",
+        "select (labels->>'pizza.order.id')::uuid, count(*) from workflow.runs \
+         where workflow_name = 'order-fulfillment' and labels->>'pizza.order.id' = any($1::text[]) \
+         group by 1 having count(*) > 1",
     ),
     (
         "terminal-state",

@@ -33,7 +33,7 @@ use crate::core::{
 };
 use crate::error::{RunError, StepError, WorkflowError};
 use crate::store::{self, AttemptEnd, Lease, NewAttempt, NewRun};
-use crate::telemetry::{self, Metrics, ResolvedWait, RunLabels, link_reason};
+use crate::telemetry::{self, Metrics, ResolvedWait, RunIdentity, link_reason};
 
 /// What step code receives: where it runs and the key that makes its side effects idempotent.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ struct Inner {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     lease: Lease,
-    labels: RunLabels,
+    identity: RunIdentity,
     execution_number: i32,
     history: History,
     execution_cx: opentelemetry::Context,
@@ -116,7 +116,7 @@ pub(crate) struct ContextParts {
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
     pub lease: Lease,
-    pub labels: RunLabels,
+    pub identity: RunIdentity,
     pub execution_number: i32,
     pub history: Vec<AttemptRecord>,
     pub execution_cx: opentelemetry::Context,
@@ -132,7 +132,7 @@ impl WorkflowContext {
                 pool: parts.pool,
                 clock: parts.clock,
                 lease: parts.lease,
-                labels: parts.labels,
+                identity: parts.identity,
                 execution_number: parts.execution_number,
                 history: History::new(parts.history),
                 execution_cx: parts.execution_cx,
@@ -151,12 +151,12 @@ impl WorkflowContext {
 
     /// The run's id.
     pub fn run_id(&self) -> Uuid {
-        self.inner.labels.run_id
+        self.inner.identity.run_id
     }
 
     /// The workflow's name.
     pub fn workflow_name(&self) -> &str {
-        &self.inner.labels.workflow_name
+        &self.inner.identity.workflow_name
     }
 
     /// Which execution of the run this is, 1-based. Not deterministic across executions: never
@@ -351,7 +351,7 @@ impl WorkflowContext {
         store::insert_attempt(&mut tx, self.run_id(), row).await?;
         tx.commit().await?;
 
-        let span = telemetry::step_span(&self.inner.labels, name, StepKind::Run, attempt);
+        let span = telemetry::step_span(&self.inner.identity, name, StepKind::Run, attempt);
         let step = StepContext {
             run_id: self.run_id(),
             step_name: name.to_owned(),
@@ -507,7 +507,7 @@ impl WorkflowContext {
     }
 
     fn emit_wait(&self, wait: ResolvedWait<'_>) {
-        telemetry::emit_wait(&self.inner.execution_cx, &self.inner.labels, wait);
+        telemetry::emit_wait(&self.inner.execution_cx, &self.inner.identity, wait);
     }
 
     // ---- signals --------------------------------------------------------------------------------------
@@ -653,7 +653,7 @@ impl WorkflowContext {
             other => return Err(self.unexpected(index, other)),
         }
         let payload = serde_json::to_value(payload)?;
-        let span = telemetry::step_span(&self.inner.labels, name, StepKind::SendSignal, 1);
+        let span = telemetry::step_span(&self.inner.identity, name, StepKind::SendSignal, 1);
         let result = async {
             let now = self.now();
             let mut tx = self.inner.pool.begin().await?;
@@ -672,12 +672,12 @@ impl WorkflowContext {
             let target_run = store::signal_target(&mut tx, target).await?;
             match target_run {
                 Some(t) if !t.status.is_terminal() => {
-                    let labels = RunLabels {
+                    let identity = RunIdentity {
                         run_id: target,
                         workflow_name: t.workflow_name,
-                        order_id: t.order_id,
+                        labels: t.labels,
                     };
-                    let send = telemetry::signal_send_span(&labels, &t.carrier, name);
+                    let send = telemetry::signal_send_span(&identity, &t.carrier, name);
                     let sender = telemetry::carrier_of(&send);
                     let key = format!("{}/{index}", self.run_id());
                     store::insert_signal(&mut tx, target, name, &payload, Some(&key), &sender, now).await?;
@@ -834,22 +834,23 @@ impl WorkflowContext {
         input: Value,
         timeout: Duration,
     ) -> Result<AttemptRecord, WorkflowError> {
-        let span = telemetry::step_span(&self.inner.labels, workflow, StepKind::RunWorkflow, 1);
+        let span = telemetry::step_span(&self.inner.identity, workflow, StepKind::RunWorkflow, 1);
         let started_at = self.now();
         let wake_at = started_at + timeout;
         let result = async {
-            let labels = RunLabels {
+            // The child inherits the parent's labels (see `crate::labels`).
+            let identity = RunIdentity {
                 run_id: Uuid::now_v7(),
                 workflow_name: workflow.to_owned(),
-                order_id: self.inner.labels.order_id.clone(),
+                labels: self.inner.identity.labels.clone(),
             };
-            let create = telemetry::create_span(&labels, Some(self.run_id()));
+            let create = telemetry::create_span(&identity, Some(self.run_id()));
             let carrier = telemetry::carrier_of(&create);
             let key = format!("{}/{index}", self.run_id());
             let mut tx = self.inner.pool.begin().await?;
             store::fence(&mut tx, &self.inner.lease).await?;
             let run = NewRun {
-                id: labels.run_id,
+                id: identity.run_id,
                 workflow_name: workflow,
                 input: &input,
                 idempotency_key: Some(&key),
@@ -857,7 +858,7 @@ impl WorkflowContext {
                 carrier: &carrier,
                 created_at: started_at,
                 deadline_at: None,
-                order_id: labels.order_id.as_deref(),
+                labels: &identity.labels,
             };
             let (child_id, _) = store::insert_run(&mut tx, run).await?;
             let row = NewAttempt {

@@ -21,8 +21,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::WorkflowContext;
 use crate::core::{AttemptStatus, RunStatus, StepKind};
 use crate::error::{Error, RunError, StepError, WorkflowError};
+use crate::labels::Labels;
 use crate::store::{self, NewRun};
-use crate::telemetry::{self, Metrics, RunLabels};
+use crate::telemetry::{self, Metrics, RunIdentity};
 use crate::worker::{Worker, WorkerConfig};
 
 type BoxedWorkflow =
@@ -90,8 +91,9 @@ pub struct StartOptions {
     /// The run must end within this; past it, the next step boundary raises
     /// [`WorkflowError::DeadlineExceeded`].
     pub deadline: Option<Duration>,
-    /// The order the run serves: `pizza.order.id` on every span of the run and of its children.
-    pub order_id: Option<String>,
+    /// What the run belongs to, as span attributes on every span of the run and of its children
+    /// (see [`Labels`]).
+    pub labels: Labels,
 }
 
 /// A run as stored.
@@ -117,8 +119,8 @@ pub struct RunInfo {
     pub executions: u32,
     /// The create span's `traceparent`.
     pub traceparent: Option<String>,
-    /// The order it serves.
-    pub order_id: Option<String>,
+    /// Its labels.
+    pub labels: Labels,
     /// Created.
     pub created_at: OffsetDateTime,
     /// First claimed.
@@ -267,16 +269,16 @@ impl Engine {
         options: StartOptions,
     ) -> Result<Uuid, Error> {
         let input = serde_json::to_value(input)?;
-        let labels = RunLabels {
+        let identity = RunIdentity {
             run_id: Uuid::now_v7(),
             workflow_name: workflow.to_owned(),
-            order_id: options.order_id,
+            labels: options.labels,
         };
-        let span = telemetry::create_span(&labels, None);
+        let span = telemetry::create_span(&identity, None);
         let carrier = telemetry::carrier_of(&span);
         let now = self.shared.clock.now();
         let run = NewRun {
-            id: labels.run_id,
+            id: identity.run_id,
             workflow_name: workflow,
             input: &input,
             idempotency_key: options.idempotency_key.as_deref(),
@@ -284,7 +286,7 @@ impl Engine {
             carrier: &carrier,
             created_at: now,
             deadline_at: options.deadline.map(|d| now + d),
-            order_id: labels.order_id.as_deref(),
+            labels: &identity.labels,
         };
         let result = store::insert_run(conn, run).instrument(span.clone()).await;
         // With an idempotency key that names an existing run, the existing run's id is returned; the
@@ -321,12 +323,12 @@ impl Engine {
         if target.status.is_terminal() {
             return Err(Error::RunFinished(run_id));
         }
-        let labels = RunLabels {
+        let identity = RunIdentity {
             run_id,
             workflow_name: target.workflow_name,
-            order_id: target.order_id,
+            labels: target.labels,
         };
-        let span = telemetry::signal_send_span(&labels, &target.carrier, name);
+        let span = telemetry::signal_send_span(&identity, &target.carrier, name);
         let sender = telemetry::carrier_of(&span);
         let now = self.shared.clock.now();
         let stored = store::insert_signal(&mut tx, run_id, name, &payload, idempotency_key, &sender, now)

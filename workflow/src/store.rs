@@ -15,12 +15,14 @@
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::core::{AttemptRecord, AttemptStatus, Interrupt, RunStatus, StepKind};
 use crate::error::{Error, RunError, StepError, WorkflowError};
+use crate::labels::Labels;
 use crate::{RunInfo, StepRecord};
 
 /// Applies the engine's migrations. The schema `workflow` and its migration history
@@ -57,7 +59,7 @@ pub(crate) struct ClaimedRun {
     pub deadline_at: Option<OffsetDateTime>,
     pub cancel_requested: bool,
     pub interrupt: Option<(Interrupt, u32)>,
-    pub order_id: Option<String>,
+    pub labels: Labels,
     pub due_at: OffsetDateTime,
     pub lease_expired: bool,
 }
@@ -73,7 +75,7 @@ pub(crate) struct NewRun<'a> {
     pub carrier: &'a [(String, String)],
     pub created_at: OffsetDateTime,
     pub deadline_at: Option<OffsetDateTime>,
-    pub order_id: Option<&'a str>,
+    pub labels: &'a Labels,
 }
 
 fn carrier(tp: Option<String>, ts: Option<String>) -> Vec<(String, String)> {
@@ -99,7 +101,7 @@ pub(crate) async fn insert_run(
 ) -> Result<(Uuid, bool), sqlx::Error> {
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "insert into workflow.runs (id, workflow_name, status, input, idempotency_key, parent_run_id, \
-             available_at, traceparent, tracestate, created_at, deadline_at, order_id) \
+             available_at, traceparent, tracestate, created_at, deadline_at, labels) \
          values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $6, $9, $10) \
          on conflict (workflow_name, idempotency_key) do nothing \
          returning id",
@@ -113,7 +115,7 @@ pub(crate) async fn insert_run(
     .bind(field(run.carrier, "traceparent"))
     .bind(field(run.carrier, "tracestate"))
     .bind(run.deadline_at)
-    .bind(run.order_id)
+    .bind(Json(run.labels))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
@@ -158,7 +160,7 @@ pub(crate) async fn claim(
          returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
              r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, r.deadline_at, \
              r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, r.interrupt_step, \
-             r.parent_run_id, r.order_id, next.available_at as due_at, next.status as previous_status",
+             r.parent_run_id, r.labels, next.available_at as due_at, next.status as previous_status",
     )
     .bind(now)
     .bind(workflows)
@@ -187,7 +189,7 @@ pub(crate) async fn claim(
         deadline_at: row.try_get("deadline_at")?,
         cancel_requested: row.try_get("cancel_requested")?,
         interrupt,
-        order_id: row.try_get("order_id")?,
+        labels: row.try_get::<Json<Labels>, _>("labels")?.0,
         due_at: row.try_get("due_at")?,
         lease_expired: previous == "running",
     }))
@@ -479,7 +481,7 @@ pub(crate) struct SignalTarget {
     pub status: RunStatus,
     pub workflow_name: String,
     pub carrier: Vec<(String, String)>,
-    pub order_id: Option<String>,
+    pub labels: Labels,
 }
 
 /// The run a signal goes to.
@@ -488,7 +490,7 @@ pub(crate) async fn signal_target(
     run_id: Uuid,
 ) -> Result<Option<SignalTarget>, sqlx::Error> {
     let row = sqlx::query(
-        "select status, workflow_name, traceparent, tracestate, order_id from workflow.runs where id = $1",
+        "select status, workflow_name, traceparent, tracestate, labels from workflow.runs where id = $1",
     )
     .bind(run_id)
     .fetch_optional(&mut *conn)
@@ -499,7 +501,7 @@ pub(crate) async fn signal_target(
             status: status.parse().map_err(decode_err)?,
             workflow_name: row.try_get("workflow_name")?,
             carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
-            order_id: row.try_get("order_id")?,
+            labels: row.try_get::<Json<Labels>, _>("labels")?.0,
         })
     })
     .transpose()
@@ -610,7 +612,7 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo, Error> {
         parent_run_id: row.try_get("parent_run_id")?,
         executions: row.try_get::<i32, _>("executions")? as u32,
         traceparent: row.try_get("traceparent")?,
-        order_id: row.try_get("order_id")?,
+        labels: row.try_get::<Json<Labels>, _>("labels")?.0,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -624,7 +626,7 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo, Error> {
 pub(crate) async fn run_info(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunInfo>, Error> {
     let row = sqlx::query(
         "select id, workflow_name, status, input, output, error, idempotency_key, parent_run_id, executions, \
-             traceparent, order_id, created_at, started_at, finished_at, available_at, deadline_at, \
+             traceparent, labels, created_at, started_at, finished_at, available_at, deadline_at, \
              cancel_requested_at is not null as cancel_requested \
          from workflow.runs where id = $1",
     )

@@ -50,6 +50,7 @@ use uuid::Uuid;
 
 use crate::core::StepKind;
 use crate::error::StepError;
+use crate::labels::Labels;
 
 /// The instrumentation scope of spans made with the OpenTelemetry API directly.
 pub const SCOPE: &str = "pizza-workflow";
@@ -68,20 +69,18 @@ pub mod link_reason {
     pub const CHILD: &str = "child";
 }
 
-/// The identity every span of a run carries.
+/// The identity every span of a run carries: its id, its workflow and the caller's labels.
 #[derive(Debug, Clone)]
-pub(crate) struct RunLabels {
+pub(crate) struct RunIdentity {
     pub run_id: Uuid,
     pub workflow_name: String,
-    pub order_id: Option<String>,
+    pub labels: Labels,
 }
 
-impl RunLabels {
+impl RunIdentity {
     fn set_on(&self, span: &Span) {
-        span.set_attribute(wf::RUN_ID, self.run_id.to_string());
-        span.set_attribute(wf::NAME, self.workflow_name.clone());
-        if let Some(order) = &self.order_id {
-            span.set_attribute(pizza::ORDER_ID, order.clone());
+        for kv in self.key_values() {
+            span.set_attribute(kv.key, kv.value);
         }
     }
 
@@ -90,23 +89,21 @@ impl RunLabels {
             KeyValue::new(wf::RUN_ID, self.run_id.to_string()),
             KeyValue::new(wf::NAME, self.workflow_name.clone()),
         ];
-        if let Some(order) = &self.order_id {
-            kv.push(KeyValue::new(pizza::ORDER_ID, order.clone()));
-        }
+        kv.extend(self.labels.key_values());
         kv
     }
 }
 
 /// `workflow_run.create {name}`: PRODUCER, a child of the current span. Its context is what the run
 /// stores.
-pub(crate) fn create_span(labels: &RunLabels, parent_run_id: Option<Uuid>) -> Span {
+pub(crate) fn create_span(id: &RunIdentity, parent_run_id: Option<Uuid>) -> Span {
     let span = tracing::info_span!(
         target: "pizza_workflow",
         "workflow_run.create",
-        otel.name = %format!("workflow_run.create {}", labels.workflow_name),
+        otel.name = %format!("workflow_run.create {}", id.workflow_name),
         otel.kind = "producer",
     );
-    labels.set_on(&span);
+    id.set_on(&span);
     if let Some(parent) = parent_run_id {
         span.set_attribute(wf::PARENT_RUN_ID, parent.to_string());
     }
@@ -121,7 +118,7 @@ pub(crate) fn carrier_of(span: &Span) -> Vec<(String, String)> {
 /// `workflow.execute {name}`: CONSUMER, drawn from the create span per `topology`, linked to the cause
 /// that woke it. Parent and links are set before the span starts, so samplers see them.
 pub(crate) fn execute_span(
-    labels: &RunLabels,
+    id: &RunIdentity,
     create: &[(String, String)],
     woken_by: &[(String, String)],
     topology: Topology,
@@ -131,7 +128,7 @@ pub(crate) fn execute_span(
     let span = tracing::info_span!(
         target: "pizza_workflow",
         "workflow.execute",
-        otel.name = %format!("workflow.execute {}", labels.workflow_name),
+        otel.name = %format!("workflow.execute {}", id.workflow_name),
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -149,14 +146,14 @@ pub(crate) fn execute_span(
             vec![KeyValue::new(pizza::LINK_REASON, link_reason::WOKEN_BY)],
         );
     }
-    labels.set_on(&span);
+    id.set_on(&span);
     span.set_attribute(wf::EXECUTION_NUMBER, i64::from(execution));
     span.set_attribute(wf::WORKER_ID, worker_id.to_owned());
     span
 }
 
 /// `workflow.step {name}`: INTERNAL, a child of the current span (the execution).
-pub(crate) fn step_span(labels: &RunLabels, name: &str, kind: StepKind, attempt: u32) -> Span {
+pub(crate) fn step_span(id: &RunIdentity, name: &str, kind: StepKind, attempt: u32) -> Span {
     let span = tracing::info_span!(
         target: "pizza_workflow",
         "workflow.step",
@@ -165,7 +162,7 @@ pub(crate) fn step_span(labels: &RunLabels, name: &str, kind: StepKind, attempt:
         otel.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
     );
-    labels.set_on(&span);
+    id.set_on(&span);
     span.set_attribute(wf::STEP_NAME, name.to_owned());
     span.set_attribute(wf::STEP_KIND, kind.as_str());
     span.set_attribute(wf::STEP_ATTEMPT, i64::from(attempt));
@@ -174,7 +171,7 @@ pub(crate) fn step_span(labels: &RunLabels, name: &str, kind: StepKind, attempt:
 
 /// `workflow.signal.send {name}`: PRODUCER, a child of the current span, linked to the target run's
 /// create span (so the run's trace and the sender's trace are joined in either topology).
-pub(crate) fn signal_send_span(target: &RunLabels, target_create: &[(String, String)], name: &str) -> Span {
+pub(crate) fn signal_send_span(target: &RunIdentity, target_create: &[(String, String)], name: &str) -> Span {
     let span = tracing::info_span!(
         target: "pizza_workflow",
         "workflow.signal.send",
@@ -235,9 +232,9 @@ pub(crate) struct ResolvedWait<'a> {
 }
 
 /// Emits `workflow.wait {kind}` with its real start time, as a child of `execution`.
-pub(crate) fn emit_wait(execution: &Context, labels: &RunLabels, wait: ResolvedWait<'_>) {
+pub(crate) fn emit_wait(execution: &Context, id: &RunIdentity, wait: ResolvedWait<'_>) {
     let tracer = global::tracer(SCOPE);
-    let mut attributes = labels.key_values();
+    let mut attributes = id.key_values();
     attributes.push(KeyValue::new(wf::WAIT_KIND, wait.kind));
     attributes.push(KeyValue::new(wf::WAIT_TIMED_OUT, wait.timed_out));
     attributes.push(KeyValue::new(wf::STEP_NAME, wait.step_name.to_owned()));
@@ -283,17 +280,17 @@ pub(crate) struct EndedRun<'a> {
 
 /// Emits `workflow.run {name}`, the run's summary, as a child of its create span, from the run's
 /// creation to its end.
-pub(crate) fn emit_run_summary(create: &[(String, String)], labels: &RunLabels, run: EndedRun<'_>) {
+pub(crate) fn emit_run_summary(create: &[(String, String)], id: &RunIdentity, run: EndedRun<'_>) {
     let tracer = global::tracer(SCOPE);
     let parent = propagation::carrier_to_context(create);
-    let mut attributes = labels.key_values();
+    let mut attributes = id.key_values();
     attributes.push(KeyValue::new(wf::RUN_STATUS, run.status.to_owned()));
     attributes.push(KeyValue::new(wf::RUN_EXECUTIONS, i64::from(run.executions)));
     if let Some((error_type, _)) = run.error {
         attributes.push(KeyValue::new(semconv::ERROR_TYPE, error_type.to_owned()));
     }
     let span = tracer
-        .span_builder(format!("workflow.run {}", labels.workflow_name))
+        .span_builder(format!("workflow.run {}", id.workflow_name))
         .with_kind(SpanKind::Internal)
         .with_start_time(SystemTime::from(run.created_at))
         .with_attributes(attributes)

@@ -23,7 +23,7 @@ use crate::core::{self, ExecutionOutcome, InterruptState, RunAction, RunStatus};
 use crate::engine::{Shared, Workflows};
 use crate::error::{Error, RunError, WorkflowError};
 use crate::store::{self, ClaimedRun, Lease};
-use crate::telemetry::{self, EndedRun, RunLabels};
+use crate::telemetry::{self, EndedRun, RunIdentity};
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -155,13 +155,13 @@ impl Execution {
             owner: self.config.id.clone(),
             execution: run.executions,
         };
-        let labels = RunLabels {
+        let identity = RunIdentity {
             run_id: run.id,
             workflow_name: run.workflow_name.clone(),
-            order_id: run.order_id.clone(),
+            labels: run.labels.clone(),
         };
         let span = telemetry::execute_span(
-            &labels,
+            &identity,
             &run.carrier,
             &run.wake_carrier,
             self.shared.topology,
@@ -189,7 +189,7 @@ impl Execution {
             pool: self.shared.pool.clone(),
             clock: self.shared.clock.clone(),
             lease: lease.clone(),
-            labels: labels.clone(),
+            identity: identity.clone(),
             execution_number: run.executions,
             history,
             execution_cx: span.context(),
@@ -241,7 +241,10 @@ impl Execution {
         };
         let action = core::apply(&summary.interrupts, outcome);
         let reason = summary.suspended.map(|(_, r)| r.as_str()).unwrap_or("timer");
-        match self.carry_out(&run, &lease, &labels, &span, action, reason).await {
+        match self
+            .carry_out(&run, &lease, &identity, &span, action, reason)
+            .await
+        {
             Ok(()) => {}
             Err(WorkflowError::LeaseLost) => {
                 tracing::info!(parent: &span, run_id = %run.id, "lease lost; another worker owns the run");
@@ -258,7 +261,7 @@ impl Execution {
         &self,
         run: &ClaimedRun,
         lease: &Lease,
-        labels: &RunLabels,
+        identity: &RunIdentity,
         span: &tracing::Span,
         action: RunAction,
         reason: &str,
@@ -291,14 +294,14 @@ impl Execution {
         if parent.is_some() {
             self.shared.wake_local.notify_waiters();
         }
-        self.finished(run, labels, span, status, error.as_ref(), now);
+        self.finished(run, identity, span, status, error.as_ref(), now);
         Ok(())
     }
 
     fn finished(
         &self,
         run: &ClaimedRun,
-        labels: &RunLabels,
+        identity: &RunIdentity,
         span: &tracing::Span,
         status: RunStatus,
         error: Option<&RunError>,
@@ -310,7 +313,7 @@ impl Execution {
         }
         telemetry::emit_run_summary(
             &run.carrier,
-            labels,
+            identity,
             EndedRun {
                 status: status.as_str(),
                 executions: run.executions,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{Workers, eventually, migrated, worker_config};
 use pizza_workflow::{
-    AttemptStatus, Engine, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions, StepError, StepKind,
-    WorkflowError, Workflows,
+    AttemptStatus, Engine, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions, StepError,
+    StepKind, WorkflowError, Workflows,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -324,7 +324,7 @@ async fn a_child_workflow_returns_its_output_and_one_that_overruns_its_timeout_i
             "parent",
             &21u64,
             StartOptions {
-                order_id: Some("o-7".into()),
+                labels: Labels::new().with("pizza.order.id", "o-7"),
                 ..Default::default()
             },
         )
@@ -341,9 +341,9 @@ async fn a_child_workflow_returns_its_output_and_one_that_overruns_its_timeout_i
     let double = engine.status(history[0].child_run_id.unwrap()).await.unwrap();
     assert_eq!(double.parent_run_id, Some(run));
     assert_eq!(
-        double.order_id.as_deref(),
+        double.labels.get("pizza.order.id"),
         Some("o-7"),
-        "children inherit the order"
+        "children inherit the labels"
     );
     assert_eq!(double.idempotency_key, Some(format!("{run}/0")));
     assert_eq!(

@@ -14,7 +14,7 @@ use pizza_telemetry::attributes::{pizza, workflow as wf};
 use pizza_testkit::conventions::{Registry, unknown_attributes};
 use pizza_testkit::{Span, SpanKind, Trace};
 use pizza_workflow::{
-    AttemptStatus, Engine, RetryPolicy, RunStatus, StartOptions, StepError, WorkflowError, Workflows,
+    AttemptStatus, Engine, Labels, RetryPolicy, RunStatus, StartOptions, StepError, WorkflowError, Workflows,
 };
 use sqlx::PgPool;
 use tracing::Instrument as _;
@@ -210,7 +210,7 @@ async fn run_and_read_back(pool: PgPool, topology: Topology) {
     let order_trace = trace_id_of(&order_span);
     let order_id = format!("o-{}", Uuid::new_v4().simple());
     let options = StartOptions {
-        order_id: Some(order_id.clone()),
+        labels: Labels::new().with(pizza::ORDER_ID, order_id.clone()),
         ..StartOptions::default()
     };
     let run = engine

@@ -209,7 +209,8 @@ async fn an_order_goes_from_accepted_to_completed_with_every_side_effect_once(
             .await?;
     assert_eq!(payments, ["authorize", "capture"]);
     let runs: Vec<(String, String)> = sqlx::query_as(
-        "select workflow_name, status from workflow.runs where order_id = $1 order by created_at",
+        "select workflow_name, status from workflow.runs where labels->>'pizza.order.id' = $1 \
+         order by created_at",
     )
     .bind(order.to_string())
     .fetch_all(&pool)

@@ -21,7 +21,7 @@ use pizza_contracts::kitchen::{MAX_PIZZAS_PER_TICKET, MAX_QUANTITY_PER_LINE};
 use pizza_contracts::menu;
 use pizza_messaging::Envelope;
 use pizza_telemetry::attributes::pizza;
-use pizza_workflow::StartOptions;
+use pizza_workflow::{Labels, StartOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -322,7 +322,7 @@ async fn place(
     let options = StartOptions {
         idempotency_key: Some(order_id.to_string()),
         deadline: None,
-        order_id: Some(order_id.to_string()),
+        labels: Labels::new().with(pizza::ORDER_ID, order_id.to_string()),
     };
     let run_id = state
         .engine
