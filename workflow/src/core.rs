@@ -182,12 +182,15 @@ impl RetryPolicy {
     }
 
     /// The wait after failed attempt `attempt` (1-based):
-    /// `min(initial_interval * backoff_coefficient^(attempt - 1), maximum_interval)`.
+    /// `min(initial_interval * backoff_coefficient^(attempt - 1), maximum_interval)`, computed by the
+    /// platform's one back-off ([`pizza_retry::Backoff`]), which never overflows.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.max(1.0).powi(exponent);
-        let capped = secs.min(self.maximum_interval.as_secs_f64());
-        Duration::try_from_secs_f64(capped).unwrap_or(self.maximum_interval)
+        let backoff = pizza_retry::Backoff {
+            initial: self.initial_interval,
+            max: self.maximum_interval,
+            multiplier: self.backoff_coefficient,
+        };
+        backoff.delay(attempt.max(1))
     }
 }
 

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use pizza_contracts::kitchen::problems;
-use pizza_telemetry::http_client::{OrderId, Retry, RetryPolicy, Tracing, UrlTemplate};
+use pizza_retry::http::{Retry, RetryPolicy};
+use pizza_telemetry::http_client::{OrderId, Tracing, UrlTemplate};
 use reqwest_middleware::ClientWithMiddleware;
 use uuid::Uuid;
 

@@ -57,7 +57,6 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::backoff::Backoff;
 use crate::cloudevents::{Envelope, peek_id};
 use crate::dead_letter::DeadLetter;
 use crate::faults::{self, SharedFaultHooks};
@@ -66,6 +65,7 @@ use crate::kafka::{KafkaContext, consumer_config, dead_letter_producer_config};
 use crate::metrics::ConsumerMetrics;
 use crate::relay::kafka_error_type;
 use crate::schema::Schema;
+use pizza_retry::Backoff;
 
 /// Any error a handler wants to report.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -30,10 +30,8 @@
 //! - [`faults`]: [`FaultHooks`], how a fault plan fails the relay's publishes and crashes the
 //!   consumer.
 //! - [`kafka`]: client settings that encode the guarantees.
-//! - [`backoff`]: retry delays.
 //! - [`metrics`]: the crate's instruments.
 
-pub mod backoff;
 pub mod cloudevents;
 pub mod consumer;
 pub mod dead_letter;
@@ -45,11 +43,12 @@ pub mod outbox;
 pub mod relay;
 pub mod schema;
 
-pub use backoff::Backoff;
 pub use cloudevents::{Attributes, DecodeError, EncodeError, Encoded, Envelope};
 pub use consumer::{BoxError, Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError};
 pub use faults::{FaultHooks, SharedFaultHooks};
 pub use inbox::Inbox;
 pub use outbox::{Outbox, OutboxError};
+/// The relay's and the consumer's retry delays: the platform's one back-off, from `pizza-retry`.
+pub use pizza_retry::Backoff;
 pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Round};
 pub use schema::{MigrateError, Schema, SchemaError, migrate};

@@ -58,11 +58,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::{AssertSqlSafe, PgPool};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::backoff::Backoff;
 use crate::faults::{self, SharedFaultHooks};
 use crate::kafka::{KafkaContext, relay_producer_config};
 use crate::metrics::RelayMetrics;
 use crate::outbox::{Outbox, PendingRow, publishable};
+use pizza_retry::Backoff;
 
 /// How the relay paces itself.
 #[derive(Debug, Clone)]

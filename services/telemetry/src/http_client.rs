@@ -1,10 +1,12 @@
-//! CLIENT spans and retries for reqwest, as `reqwest-middleware` layers.
+//! CLIENT spans for reqwest, as a `reqwest-middleware` layer.
 //!
-//! Stack them retry-outermost, so every attempt gets its own CLIENT span and its own injected
-//! `traceparent`, and the retries are visible as `http.request.resend_count` 1, 2, ...:
+//! Retries are `pizza-retry`'s ([`pizza_retry::http::Retry`]): stack them retry-outermost, so every
+//! attempt gets its own CLIENT span and its own injected `traceparent`, and the retries are visible
+//! as `http.request.resend_count` 1, 2, ... (read from the [`ResendCount`] the retry layer sets):
 //!
 //! ```no_run
-//! use pizza_telemetry::http_client::{RetryPolicy, Retry, Tracing};
+//! use pizza_retry::http::{Retry, RetryPolicy};
+//! use pizza_telemetry::http_client::Tracing;
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(Retry::new(RetryPolicy::default()))
 //!     .with(Tracing::new("kitchen"))
@@ -13,10 +15,11 @@
 //!
 //! The peer name ("kitchen") names the edge `http:kitchen` for the broken-trace switch.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::Extensions;
 use opentelemetry::KeyValue;
+use pizza_retry::http::ResendCount;
 use reqwest_middleware::{Middleware, Next, Result};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -25,10 +28,6 @@ use crate::attributes::semconv;
 use crate::http_server::known_method;
 use crate::metrics;
 use crate::propagation;
-
-/// Which attempt this is, set by [`Retry`] for [`Tracing`] to record (0 on the first send).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResendCount(pub u32);
 
 /// A route template for the span name (`POST /tickets`), put in the request's extensions by the
 /// caller via `reqwest_middleware::RequestBuilder::with_extension`. Without one the span is named by
@@ -147,98 +146,9 @@ fn error_type(e: &reqwest_middleware::Error) -> &'static str {
     }
 }
 
-/// Exponential backoff for [`Retry`].
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Total tries, the first included.
-    pub max_attempts: u32,
-    /// Wait before the first resend.
-    pub initial_backoff: Duration,
-    /// Growth per resend.
-    pub multiplier: f64,
-    /// Upper bound of a wait.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_backoff: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before resend number `resend` (1-based).
-    pub fn backoff(&self, resend: u32) -> Duration {
-        let factor = self.multiplier.powi(resend.saturating_sub(1) as i32);
-        self.initial_backoff.mul_f64(factor).min(self.max_backoff)
-    }
-}
-
-/// Resends a request on connection errors, timeouts, 429 and 5xx, with exponential backoff.
-///
-/// Only requests whose body can be cloned are retried. Callers are expected to make retried requests
-/// idempotent (the kitchen's `POST /tickets` is idempotent on the order id).
-#[derive(Debug, Clone)]
-pub struct Retry {
-    policy: RetryPolicy,
-}
-
-impl Retry {
-    /// A retry layer with this policy.
-    pub fn new(policy: RetryPolicy) -> Self {
-        Self { policy }
-    }
-}
-
-#[async_trait::async_trait]
-impl Middleware for Retry {
-    async fn handle(
-        &self,
-        req: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<reqwest::Response> {
-        let mut attempt = 0;
-        loop {
-            let Some(this_try) = req.try_clone() else {
-                return next.run(req, extensions).await;
-            };
-            extensions.insert(ResendCount(attempt));
-            let result = next.clone().run(this_try, extensions).await;
-            attempt += 1;
-            let retryable = match &result {
-                Ok(r) => r.status().is_server_error() || r.status() == http::StatusCode::TOO_MANY_REQUESTS,
-                Err(reqwest_middleware::Error::Reqwest(e)) => e.is_connect() || e.is_timeout(),
-                Err(_) => false,
-            };
-            if !retryable || attempt >= self.policy.max_attempts {
-                return result;
-            }
-            tokio::time::sleep(self.policy.backoff(attempt)).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_by_the_multiplier_and_stops_at_the_maximum() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_backoff: Duration::from_millis(500),
-        };
-        let waits: Vec<u128> = (1..=5).map(|n| p.backoff(n).as_millis()).collect();
-        assert_eq!(waits, vec![100, 200, 400, 500, 500]);
-    }
 
     #[test]
     fn credentials_are_redacted_from_url_full() {

@@ -20,7 +20,7 @@
 //! - [`propagation`]: W3C context over HTTP headers, Kafka headers and stored carriers; the switch
 //!   that drops context at an edge on purpose.
 //! - [`http_server`]: SERVER spans for axum, `{method} {route}`.
-//! - [`http_client`]: CLIENT spans and retries for reqwest.
+//! - [`http_client`]: CLIENT spans for reqwest (retries are `pizza-retry`'s).
 //! - [`kafka`]: `send`/`process` spans and the topology rule for asynchronous edges.
 //! - [`sampler`]: the link-aware sampler.
 //! - [`export`]: bounded, counted span export.

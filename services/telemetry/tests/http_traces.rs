@@ -9,8 +9,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use pizza_retry::Backoff;
+use pizza_retry::http::{Retry, RetryPolicy};
 use pizza_telemetry::attributes::{pizza, semconv};
-use pizza_telemetry::http_client::{Retry, RetryPolicy, Tracing, UrlTemplate};
+use pizza_telemetry::http_client::{Tracing, UrlTemplate};
 use pizza_telemetry::http_server::HttpServerLayer;
 use pizza_testkit::conventions::{Registry, unknown_attributes};
 use pizza_testkit::{SpanKind, Trace};
@@ -59,7 +61,10 @@ async fn start_backend(failures: u32) -> String {
 async fn start_frontend(backend: String, trust_inbound: bool) -> String {
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(Retry::new(RetryPolicy {
-            initial_backoff: Duration::from_millis(10),
+            backoff: Backoff {
+                initial: Duration::from_millis(10),
+                ..RetryPolicy::default().backoff
+            },
             ..RetryPolicy::default()
         }))
         .with(Tracing::new("backend"))

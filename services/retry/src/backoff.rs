@@ -1,8 +1,9 @@
-//! Exponential backoff between retries, shared by the relay and the consumer.
+//! Exponential back-off between retries.
 //!
-//! Pure arithmetic, so it is tested without clocks. There is no jitter: one relay or consumer per
-//! process retries against one broker or database, and the synchronized-retry storms jitter prevents
-//! need many clients failing at the same instant, which the platform's scale does not reach.
+//! Pure arithmetic, so it is tested without clocks. There is no jitter: one relay, consumer or HTTP
+//! client per process retries against one peer, and the synchronized-retry storms jitter prevents
+//! need many clients failing at the same instant, which the platform's scale does not reach. The
+//! workflow engine's retries are spread anyway: each is a parked run that any worker claims when due.
 
 use std::time::Duration;
 
@@ -13,11 +14,12 @@ pub struct Backoff {
     pub initial: Duration,
     /// The largest delay.
     pub max: Duration,
-    /// Growth per failure (2.0 doubles).
+    /// Growth per failure (2.0 doubles; below 1.0 counts as 1.0, so delays never shrink).
     pub multiplier: f64,
 }
 
 impl Default for Backoff {
+    /// 100 ms, doubling, at most 5 s.
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(100),
@@ -28,7 +30,8 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay after the `failures`-th consecutive failure (1-based; 0 means no failure yet).
+    /// The delay after the `failures`-th consecutive failure (1-based; 0 means no failure yet):
+    /// `min(initial * multiplier^(failures - 1), max)`. Never panics, whatever the inputs.
     pub fn delay(&self, failures: u32) -> Duration {
         if failures == 0 {
             return Duration::ZERO;
@@ -81,5 +84,16 @@ mod tests {
             multiplier: 2.0,
         };
         assert!(zero.delay(3) <= Duration::from_millis(10));
+        let nan = Backoff {
+            multiplier: f64::NAN,
+            ..Backoff::default()
+        };
+        assert_eq!(nan.delay(4), nan.initial, "a NaN multiplier counts as 1");
+        let huge = Backoff {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            multiplier: f64::MAX,
+        };
+        assert_eq!(huge.delay(2), Duration::MAX);
     }
 }
