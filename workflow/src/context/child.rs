@@ -1,0 +1,208 @@
+//! [`WorkflowContext::run_workflow`]: a child run, started once, and the wait for its end.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::wait::waiting_record;
+use super::{ParkReason, WorkflowContext};
+use crate::core::{self, AttemptRecord, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
+use crate::error::{RunError, WorkflowError};
+use crate::store::{self, AttemptEnd, NewAttempt, NewRun};
+use crate::telemetry::{self, ResolvedWait, RunIdentity, link_reason};
+
+impl WorkflowContext {
+    /// Starts the workflow `workflow` as a child of this run and waits for its output, at most
+    /// `timeout` (then the child is asked to cancel and [`WorkflowError::ChildTimedOut`] is returned).
+    ///
+    /// The child is an ordinary run with its own executions; its create span is a child of this step,
+    /// so in `continuous` it joins the parent's trace. The child's end wakes the parent.
+    pub async fn run_workflow<I: Serialize, O: DeserializeOwned>(
+        &self,
+        workflow: &str,
+        input: &I,
+        timeout: Duration,
+    ) -> Result<O, WorkflowError> {
+        let result = self.run_workflow_inner(workflow, input, timeout).await;
+        self.guard(result)
+    }
+
+    async fn run_workflow_inner<I: Serialize, O: DeserializeOwned>(
+        &self,
+        workflow: &str,
+        input: &I,
+        timeout: Duration,
+    ) -> Result<O, WorkflowError> {
+        let (index, decision) = self
+            .begin(workflow, StepKind::RunWorkflow, &RetryPolicy::no_retry())
+            .await?;
+        let wait = match decision {
+            StepDecision::Replay(v) => return child_result(v),
+            StepDecision::ReplayFailure { error, attempts } => {
+                return Err(WorkflowError::StepFailed {
+                    step: workflow.to_owned(),
+                    attempts,
+                    error,
+                });
+            }
+            StepDecision::Execute { .. } => {
+                self.start_child(index, workflow, serde_json::to_value(input)?, timeout)
+                    .await?
+            }
+            StepDecision::Resume(w) => *w,
+            other => return Err(self.unexpected(index, other)),
+        };
+        let child_id = wait.child_run_id.ok_or_else(|| {
+            WorkflowError::failed("corrupt_history", format!("step {index} has no child run"))
+        })?;
+        let child = {
+            let mut conn = self.inner.pool.acquire().await?;
+            store::run_info(&mut conn, child_id).await.map_err(|e| match e {
+                crate::Error::Database(e) => WorkflowError::Database(e),
+                other => WorkflowError::failed("corrupt_history", other.to_string()),
+            })?
+        };
+        let child = child
+            .ok_or_else(|| WorkflowError::failed("corrupt_history", format!("no child run {child_id}")))?;
+        let now = self.now();
+        match core::decide_wait(child.status.is_terminal(), wait.wake_at.unwrap_or(now), now) {
+            WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
+            WaitDecision::Resolved { timed_out } => {
+                let output = if timed_out {
+                    json!({ "status": "timed_out", "run_id": child_id })
+                } else {
+                    json!({ "status": child.status, "run_id": child_id, "output": child.output, "error": child.error })
+                };
+                let mut tx = self.inner.pool.begin().await?;
+                store::fence(&mut tx, &self.inner.lease).await?;
+                store::finish_attempt(
+                    &mut tx,
+                    self.run_id(),
+                    index,
+                    wait.attempt,
+                    AttemptEnd::Completed(&output),
+                    now,
+                )
+                .await?;
+                if timed_out {
+                    store::request_cancel(&mut tx, child_id, now).await?;
+                }
+                tx.commit().await?;
+                let child_create: Vec<(String, String)> = child
+                    .traceparent
+                    .iter()
+                    .map(|tp| ("traceparent".to_owned(), tp.clone()))
+                    .collect();
+                self.emit_wait(ResolvedWait {
+                    kind: "child",
+                    step_name: workflow,
+                    started_at: wait.started_at,
+                    ended_at: now,
+                    timed_out,
+                    signal_name: None,
+                    link: Some((child_create.as_slice(), link_reason::CHILD)),
+                });
+                child_result(output)
+            }
+        }
+    }
+
+    async fn start_child(
+        &self,
+        index: u32,
+        workflow: &str,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<AttemptRecord, WorkflowError> {
+        let span = telemetry::step_span(&self.inner.identity, workflow, StepKind::RunWorkflow, 1);
+        let started_at = self.now();
+        let wake_at = started_at + timeout;
+        let result = async {
+            // The child inherits the parent's labels (see `crate::labels`).
+            let identity = RunIdentity {
+                run_id: Uuid::now_v7(),
+                workflow_name: workflow.to_owned(),
+                labels: self.inner.identity.labels.clone(),
+            };
+            let create = telemetry::create_span(&identity, Some(self.run_id()));
+            let carrier = telemetry::carrier_of(&create);
+            let key = format!("{}/{index}", self.run_id());
+            let mut tx = self.inner.pool.begin().await?;
+            store::fence(&mut tx, &self.inner.lease).await?;
+            let run = NewRun {
+                id: identity.run_id,
+                workflow_name: workflow,
+                input: &input,
+                idempotency_key: Some(&key),
+                parent_run_id: Some(self.run_id()),
+                carrier: &carrier,
+                created_at: started_at,
+                deadline_at: None,
+                labels: &identity.labels,
+            };
+            let (child_id, _) = store::insert_run(&mut tx, run).await?;
+            let row = NewAttempt {
+                step_index: index,
+                step_name: workflow,
+                kind: StepKind::RunWorkflow,
+                attempt: 1,
+                status: AttemptStatus::Waiting,
+                output: None,
+                wake_at: Some(wake_at),
+                child_run_id: Some(child_id),
+                started_at,
+            };
+            store::insert_attempt(&mut tx, self.run_id(), row).await?;
+            tx.commit().await?;
+            Ok::<_, WorkflowError>(child_id)
+        }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(_) => {
+                telemetry::record_ok(&span);
+                self.inner
+                    .metrics
+                    .step_attempt(self.workflow_name(), workflow, "ok");
+            }
+            Err(e) => telemetry::record_failure(&span, &e.to_run_error().error_type, &e.to_string()),
+        }
+        let child_id = result?;
+        self.inner.wake_local.notify_waiters();
+        Ok(waiting_record(
+            index,
+            workflow,
+            StepKind::RunWorkflow,
+            started_at,
+            wake_at,
+            Some(child_id),
+        ))
+    }
+}
+
+/// A child wait's recorded result.
+fn child_result<O: DeserializeOwned>(v: Value) -> Result<O, WorkflowError> {
+    let run_id: Uuid = serde_json::from_value(v.get("run_id").cloned().unwrap_or(Value::Null))?;
+    match v.get("status").and_then(Value::as_str) {
+        Some("completed") => Ok(serde_json::from_value(
+            v.get("output").cloned().unwrap_or(Value::Null),
+        )?),
+        Some("timed_out") => Err(WorkflowError::ChildTimedOut { run_id }),
+        status => {
+            let error: Option<RunError> =
+                serde_json::from_value(v.get("error").cloned().unwrap_or(Value::Null))?;
+            Err(WorkflowError::ChildFailed {
+                run_id,
+                status: status.unwrap_or("unknown").to_owned(),
+                error: error.unwrap_or(RunError {
+                    error_type: "unknown".into(),
+                    message: String::new(),
+                }),
+            })
+        }
+    }
+}

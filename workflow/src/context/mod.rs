@@ -1,0 +1,284 @@
+//! What workflow code talks to: [`WorkflowContext`], the durable steps of one execution.
+//!
+//! Each method is one step. It takes the next step position, asks the deterministic core
+//! ([`crate::core`]) what the history says about that position, and then either returns the recorded
+//! result (replay: nothing runs, nothing is traced), or does the work and records it before returning.
+//!
+//! A step that cannot finish in this execution (a sleep not over, a signal not arrived, a child still
+//! running, a retry not yet due) records what it waits for and returns [`WorkflowError::Suspended`].
+//! Workflow code lets that propagate with `?`; the engine then parks the run by setting its
+//! `available_at` and ends the execution. Nothing waits in memory, so a parked run costs one row, and
+//! any worker can resume it: by running the function again from the top.
+//!
+//! Steps must be awaited one after another: positions are handed out in call order, which is only
+//! the same in every execution if the calls are.
+//!
+//! # Layout
+//! - this module: the context itself, what every step does first ([`WorkflowContext`]'s `begin`:
+//!   its position, interrupts, the replay decision), and the interrupts' delivery;
+//! - `run`: [`WorkflowContext::run`], a step with side effects under a retry policy;
+//! - `wait`: [`WorkflowContext::sleep`] and [`WorkflowContext::wait_for_signal`], the waits that park
+//!   the run;
+//! - `signal`: [`WorkflowContext::send_signal`];
+//! - `child`: [`WorkflowContext::run_workflow`], a child run and the wait for its end.
+
+mod child;
+mod run;
+mod signal;
+mod wait;
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::core::{
+    self, AttemptRecord, History, InterruptDecision, InterruptState, RetryPolicy, StepDecision, StepKind,
+};
+use crate::error::{StepError, WorkflowError};
+use crate::store::{self, AttemptEnd, Lease};
+use crate::telemetry::{Metrics, RunIdentity};
+
+/// What step code receives: where it runs and the key that makes its side effects idempotent.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    /// The run.
+    pub run_id: Uuid,
+    /// The step's name.
+    pub step_name: String,
+    /// The step's position in the workflow.
+    pub step_index: u32,
+    /// 1-based; more than 1 on a retry, or after a worker died inside the step.
+    pub attempt: u32,
+    /// `run_id/step_name/step_index`: the same for every attempt of this step, in every execution.
+    /// A step may run more than once (its worker can die after the side effect and before the result
+    /// is recorded), so side effects must be keyed by this: an HTTP `Idempotency-Key`, a unique
+    /// column, an outbox row id.
+    pub idempotency_key: String,
+}
+
+/// Why a run parked, as the next execution's link reason says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ParkReason {
+    /// A retry's back-off.
+    Retry,
+    /// A sleep or a wait's timeout.
+    Timer,
+}
+
+impl ParkReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::Retry => "retry",
+            ParkReason::Timer => "timer",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ExecState {
+    next_index: u32,
+    replayed: u32,
+    interrupts: InterruptState,
+    suspended: Option<(OffsetDateTime, ParkReason)>,
+    /// The database failed or the lease was lost: nothing more may be written by this execution.
+    aborted: bool,
+}
+
+/// How an execution's context ended, read by the worker.
+#[derive(Debug)]
+pub(crate) struct ContextSummary {
+    pub replayed: u32,
+    pub interrupts: InterruptState,
+    pub suspended: Option<(OffsetDateTime, ParkReason)>,
+    pub aborted: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    lease: Lease,
+    identity: RunIdentity,
+    execution_number: i32,
+    history: History,
+    execution_cx: opentelemetry::Context,
+    metrics: Metrics,
+    wake_local: Arc<Notify>,
+    state: Mutex<ExecState>,
+}
+
+/// The durable steps of one execution of a workflow. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkflowContext {
+    inner: Arc<Inner>,
+}
+
+/// What every context constructor needs.
+#[derive(Debug)]
+pub(crate) struct ContextParts {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub lease: Lease,
+    pub identity: RunIdentity,
+    pub execution_number: i32,
+    pub history: Vec<AttemptRecord>,
+    pub execution_cx: opentelemetry::Context,
+    pub metrics: Metrics,
+    pub wake_local: Arc<Notify>,
+    pub interrupts: InterruptState,
+}
+
+impl WorkflowContext {
+    pub(crate) fn new(parts: ContextParts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool: parts.pool,
+                clock: parts.clock,
+                lease: parts.lease,
+                identity: parts.identity,
+                execution_number: parts.execution_number,
+                history: History::new(parts.history),
+                execution_cx: parts.execution_cx,
+                metrics: parts.metrics,
+                wake_local: parts.wake_local,
+                state: Mutex::new(ExecState {
+                    next_index: 0,
+                    replayed: 0,
+                    interrupts: parts.interrupts,
+                    suspended: None,
+                    aborted: false,
+                }),
+            }),
+        }
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> Uuid {
+        self.inner.identity.run_id
+    }
+
+    /// The workflow's name.
+    pub fn workflow_name(&self) -> &str {
+        &self.inner.identity.workflow_name
+    }
+
+    /// Which execution of the run this is, 1-based. Not deterministic across executions: never
+    /// branch on it.
+    pub fn execution_number(&self) -> u32 {
+        self.inner.execution_number as u32
+    }
+
+    pub(crate) fn summary(&self) -> ContextSummary {
+        let s = self.state();
+        ContextSummary {
+            replayed: s.replayed,
+            interrupts: s.interrupts,
+            suspended: s.suspended,
+            aborted: s.aborted,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ExecState> {
+        self.inner.state.lock().expect("workflow context lock")
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    fn suspend(&self, until: OffsetDateTime, reason: ParkReason) -> WorkflowError {
+        self.state().suspended = Some((until, reason));
+        WorkflowError::Suspended
+    }
+
+    /// Remembers infrastructure failures, so that workflow code that swallows them cannot make the
+    /// engine write a terminal state over a run it no longer owns.
+    fn guard<T>(&self, result: Result<T, WorkflowError>) -> Result<T, WorkflowError> {
+        if let Err(WorkflowError::Database(_) | WorkflowError::LeaseLost) = &result {
+            self.state().aborted = true;
+        }
+        result
+    }
+
+    /// The common start of every step: position, interrupts, replay decision.
+    async fn begin(
+        &self,
+        name: &str,
+        kind: StepKind,
+        policy: &RetryPolicy,
+    ) -> Result<(u32, StepDecision), WorkflowError> {
+        let (index, interrupts) = {
+            let mut s = self.state();
+            if s.suspended.is_some() || s.aborted {
+                // The execution is over; whatever the code does next must not touch the history.
+                return Err(WorkflowError::Suspended);
+            }
+            let index = s.next_index;
+            s.next_index += 1;
+            (index, s.interrupts)
+        };
+        let now = self.now();
+        let recorded = self.inner.history.at(index);
+        let decision = core::decide_step(recorded, name, kind, policy, now);
+        if let StepDecision::Mismatch { recorded } = decision {
+            return Err(WorkflowError::NonDeterministic {
+                index,
+                recorded,
+                called: (name.to_owned(), kind.as_str().to_owned()),
+            });
+        }
+        let settled = matches!(
+            decision,
+            StepDecision::Replay(_) | StepDecision::ReplayFailure { .. }
+        );
+        match core::decide_interrupt(&interrupts, index, settled, now) {
+            InterruptDecision::None => {}
+            InterruptDecision::Replay(interrupt) => return Err(interrupt.to_error()),
+            InterruptDecision::Deliver(interrupt) => {
+                self.guard(self.deliver_interrupt(interrupt, index, &decision).await)?;
+                self.state().interrupts.delivered = Some((interrupt, index));
+                return Err(interrupt.to_error());
+            }
+        }
+        if matches!(decision, StepDecision::Replay(_)) {
+            self.state().replayed += 1;
+        }
+        Ok((index, decision))
+    }
+
+    async fn deliver_interrupt(
+        &self,
+        interrupt: core::Interrupt,
+        index: u32,
+        decision: &StepDecision,
+    ) -> Result<(), WorkflowError> {
+        let mut tx = self.inner.pool.begin().await?;
+        store::record_interrupt(&mut tx, &self.inner.lease, interrupt, index).await?;
+        if let StepDecision::Resume(wait) = decision {
+            // The wait in progress ends here, failed; a child it waited for is asked to stop too.
+            let error = StepError::permanent(interrupt.as_str(), "interrupted while waiting");
+            let end = AttemptEnd::Failed {
+                error: &error,
+                retry_at: None,
+            };
+            store::finish_attempt(&mut tx, self.run_id(), index, wait.attempt, end, self.now()).await?;
+            if let Some(child) = wait.child_run_id {
+                store::request_cancel(&mut tx, child, self.now()).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A record at this position that the step's kind can never have written.
+    fn unexpected(&self, index: u32, decision: StepDecision) -> WorkflowError {
+        WorkflowError::failed(
+            "corrupt_history",
+            format!("step {index}: unexpected record {decision:?}"),
+        )
+    }
+}
