@@ -23,8 +23,6 @@
 //! under a running run fails loudly instead of feeding one step's result to another.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +35,10 @@ use crate::error::{RunError, StepError, WorkflowError};
 // ---- names --------------------------------------------------------------------------------------------
 
 /// The kinds of step a workflow can take (`workflow.step.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::EnumString, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum StepKind {
     /// Run code with side effects, under a retry policy.
     Run,
@@ -54,39 +55,15 @@ pub enum StepKind {
 impl StepKind {
     /// The spelling in the database and on spans.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Run => "run",
-            StepKind::Sleep => "sleep",
-            StepKind::RunWorkflow => "run_workflow",
-            StepKind::WaitForSignal => "wait_for_signal",
-            StepKind::SendSignal => "send_signal",
-        }
-    }
-}
-
-impl FromStr for StepKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "run" => StepKind::Run,
-            "sleep" => StepKind::Sleep,
-            "run_workflow" => StepKind::RunWorkflow,
-            "wait_for_signal" => StepKind::WaitForSignal,
-            "send_signal" => StepKind::SendSignal,
-            other => return Err(format!("unknown step kind {other:?}")),
-        })
-    }
-}
-
-impl fmt::Display for StepKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 /// A run's status (`workflow.runs.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum RunStatus {
     /// Created, never executed yet.
     Pending,
@@ -105,14 +82,7 @@ pub enum RunStatus {
 impl RunStatus {
     /// The spelling in the database and on spans.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Sleeping => "sleeping",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     /// Whether the run has ended.
@@ -121,27 +91,6 @@ impl RunStatus {
             self,
             RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
         )
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "pending" => RunStatus::Pending,
-            "running" => RunStatus::Running,
-            "sleeping" => RunStatus::Sleeping,
-            "completed" => RunStatus::Completed,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            other => return Err(format!("unknown run status {other:?}")),
-        })
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -197,7 +146,8 @@ impl RetryPolicy {
 // ---- history ------------------------------------------------------------------------------------------
 
 /// The status of one recorded attempt (`workflow.step_attempts.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum AttemptStatus {
     /// Started and not finished: in flight, or its worker died.
     Running,
@@ -212,25 +162,7 @@ pub enum AttemptStatus {
 impl AttemptStatus {
     /// The spelling in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptStatus::Running => "running",
-            AttemptStatus::Waiting => "waiting",
-            AttemptStatus::Completed => "completed",
-            AttemptStatus::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for AttemptStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "running" => AttemptStatus::Running,
-            "waiting" => AttemptStatus::Waiting,
-            "completed" => AttemptStatus::Completed,
-            "failed" => AttemptStatus::Failed,
-            other => return Err(format!("unknown attempt status {other:?}")),
-        })
+        self.into()
     }
 }
 
@@ -431,7 +363,8 @@ pub fn decide_wait(event_happened: bool, wake_at: OffsetDateTime, now: OffsetDat
 // ---- interrupts ---------------------------------------------------------------------------------------
 
 /// Something that stops a workflow from outside, delivered to its code as an error at a step boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Interrupt {
     /// `cancel` was called.
     Cancelled,
@@ -442,10 +375,7 @@ pub enum Interrupt {
 impl Interrupt {
     /// The spelling in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Interrupt::Cancelled => "cancelled",
-            Interrupt::DeadlineExceeded => "deadline_exceeded",
-        }
+        self.into()
     }
 
     /// The error workflow code sees.
@@ -453,17 +383,6 @@ impl Interrupt {
         match self {
             Interrupt::Cancelled => WorkflowError::Cancelled,
             Interrupt::DeadlineExceeded => WorkflowError::DeadlineExceeded,
-        }
-    }
-}
-
-impl FromStr for Interrupt {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cancelled" => Ok(Interrupt::Cancelled),
-            "deadline_exceeded" => Ok(Interrupt::DeadlineExceeded),
-            other => Err(format!("unknown interrupt {other:?}")),
         }
     }
 }

@@ -172,7 +172,7 @@ pub(crate) async fn claim(
     let interrupt_kind: Option<String> = row.try_get("interrupt_kind")?;
     let interrupt_step: Option<i32> = row.try_get("interrupt_step")?;
     let interrupt = match (interrupt_kind, interrupt_step) {
-        (Some(k), Some(i)) => Some((k.parse().map_err(decode_err)?, i as u32)),
+        (Some(k), Some(i)) => Some((parse("interrupt", &k)?, i as u32)),
         _ => None,
     };
     let previous: String = row.try_get("previous_status")?;
@@ -197,6 +197,11 @@ pub(crate) async fn claim(
 
 fn decode_err(e: String) -> sqlx::Error {
     sqlx::Error::Decode(e.into())
+}
+
+/// One of the engine's enums from its spelling in a row.
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, sqlx::Error> {
+    s.parse().map_err(|_| decode_err(format!("unknown {what} {s:?}")))
 }
 
 /// Extends a lease. `false` means the lease is gone: another worker owns the run, or it ended.
@@ -241,9 +246,9 @@ fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, sqlx::Error> {
     Ok(AttemptRecord {
         step_index: row.try_get::<i32, _>("step_index")? as u32,
         step_name: row.try_get("step_name")?,
-        kind: kind.parse::<StepKind>().map_err(decode_err)?,
+        kind: parse::<StepKind>("step kind", &kind)?,
         attempt: row.try_get::<i32, _>("attempt")? as u32,
-        status: status.parse::<AttemptStatus>().map_err(decode_err)?,
+        status: parse::<AttemptStatus>("attempt status", &status)?,
         output: row.try_get("output")?,
         error: error
             .map(serde_json::from_value::<StepError>)
@@ -498,7 +503,7 @@ pub(crate) async fn signal_target(
     row.map(|row| {
         let status: String = row.try_get("status")?;
         Ok(SignalTarget {
-            status: status.parse().map_err(decode_err)?,
+            status: parse("run status", &status)?,
             workflow_name: row.try_get("workflow_name")?,
             carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
             labels: row.try_get::<Json<Labels>, _>("labels")?.0,
@@ -589,9 +594,7 @@ pub(crate) async fn request_cancel(
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
-    let status = status
-        .map(|s| s.parse::<RunStatus>().map_err(decode_err))
-        .transpose()?;
+    let status = status.map(|s| parse::<RunStatus>("run status", &s)).transpose()?;
     if status.is_some_and(|s| !s.is_terminal()) {
         wake(conn, run_id, now, &[], "cancel").await?;
     }
@@ -604,7 +607,9 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo, Error> {
     Ok(RunInfo {
         id: row.try_get("id")?,
         workflow_name: row.try_get("workflow_name")?,
-        status: status.parse().map_err(Error::Corrupt)?,
+        status: status
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("unknown run status {status:?}")))?,
         input: row.try_get("input")?,
         output: row.try_get("output")?,
         error: error.map(serde_json::from_value).transpose()?,

@@ -26,6 +26,8 @@ pub struct CreateTicket {
 /// Where a ticket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TicketStatus {
     /// Waiting for a free oven.
     Queued,
@@ -44,28 +46,12 @@ pub enum TicketStatus {
 impl TicketStatus {
     /// The spelling on the wire and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            TicketStatus::Queued => "queued",
-            TicketStatus::Cooking => "cooking",
-            TicketStatus::Ready => "ready",
-            TicketStatus::PickedUp => "picked_up",
-            TicketStatus::Cancelled => "cancelled",
-            TicketStatus::Failed => "failed",
-        }
+        self.into()
     }
 
     /// The status spelled `s`, if any.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            TicketStatus::Queued,
-            TicketStatus::Cooking,
-            TicketStatus::Ready,
-            TicketStatus::PickedUp,
-            TicketStatus::Cancelled,
-            TicketStatus::Failed,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        s.parse().ok()
     }
 }
 

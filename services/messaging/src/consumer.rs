@@ -196,9 +196,11 @@ pub struct ConsumerStats {
     pub crashed: bool,
 }
 
-/// How one record ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How one record ended (`pizza.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum Outcome {
+    #[strum(serialize = "ok")]
     Processed,
     Duplicate,
     DeadLettered,
@@ -206,11 +208,7 @@ enum Outcome {
 
 impl Outcome {
     fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Processed => "ok",
-            Outcome::Duplicate => "duplicate",
-            Outcome::DeadLettered => "dead_lettered",
-        }
+        self.into()
     }
 }
 

@@ -50,6 +50,8 @@ pub fn messaging_schema() -> pizza_messaging::Schema {
 /// Where an order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Status {
     /// Accepted by `POST /orders`; the workflow has started.
     Accepted,
@@ -90,23 +92,12 @@ impl Status {
 
     /// The spelling on the wire and in the database.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Accepted => "accepted",
-            Status::Paid => "paid",
-            Status::InPreparation => "in_preparation",
-            Status::Ready => "ready",
-            Status::OutForDelivery => "out_for_delivery",
-            Status::OnItsWay => "on_its_way",
-            Status::Delivered => "delivered",
-            Status::Completed => "completed",
-            Status::Cancelled => "cancelled",
-            Status::Rejected => "rejected",
-        }
+        self.into()
     }
 
     /// The status spelled `s`.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+        s.parse().ok()
     }
 
     /// Whether the order ended.
@@ -142,12 +133,6 @@ impl Status {
         } else {
             next
         }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

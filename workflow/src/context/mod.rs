@@ -61,7 +61,8 @@ pub struct StepContext {
 }
 
 /// Why a run parked, as the next execution's link reason says.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum ParkReason {
     /// A retry's back-off.
     Retry,
@@ -71,10 +72,7 @@ pub(crate) enum ParkReason {
 
 impl ParkReason {
     pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ParkReason::Retry => "retry",
-            ParkReason::Timer => "timer",
-        }
+        self.into()
     }
 }
 
