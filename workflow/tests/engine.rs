@@ -361,14 +361,19 @@ async fn a_workflow_that_calls_different_steps_on_replay_fails_loudly(pool: PgPo
         let step = if ctx.execution_number() == 1 { "a" } else { "b" };
         ctx.run(step, RetryPolicy::default(), |_| async { Ok(()) })
             .await?;
-        ctx.sleep("pause", Duration::from_millis(10)).await
+        ctx.sleep("pause", Duration::from_secs(60)).await
     });
-    let engine = Engine::builder(pool).build();
+    // The sleep ends when the test moves the clock, so the first execution always parks, however
+    // slow the machine, and the second one replays.
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let engine = Engine::builder(pool).clock(Arc::new(clock.clone())).build();
     let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
     let run = engine
         .start("fickle", &(), StartOptions::default())
         .await
         .unwrap();
+    wait_for_status(&engine, run, RunStatus::Sleeping).await;
+    clock.advance(Duration::from_secs(60));
     let done = engine.wait_until_finished(run, WAIT).await.unwrap();
     workers.stop().await;
     assert_eq!(done.status, RunStatus::Failed);
