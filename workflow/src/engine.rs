@@ -305,7 +305,8 @@ impl Engine {
 
     /// Sends the signal `name` with `payload` to a run; see
     /// [`WorkflowContext::wait_for_signal`](crate::WorkflowContext::wait_for_signal) for when a wait
-    /// receives it. With an idempotency key, sending twice stores one signal. Returns whether the
+    /// receives it. With an idempotency key, sending twice to the same run stores one signal (the key
+    /// is the run's: another run signalled with the same key gets its own). Returns whether the
     /// signal was stored now. Emits `workflow.signal.send {name}`, a child of the current span linked
     /// to the run's create span; the wait that takes the signal links to it.
     pub async fn signal<T: Serialize>(

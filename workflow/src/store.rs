@@ -512,7 +512,7 @@ pub(crate) async fn signal_target(
     .transpose()
 }
 
-/// Puts a signal in the run's mailbox (once per idempotency key) and wakes the run. Returns whether it
+/// Puts a signal in the run's mailbox (once per idempotency key and run) and wakes the run. Returns whether it
 /// was stored now.
 pub(crate) async fn insert_signal(
     conn: &mut PgConnection,
@@ -526,7 +526,7 @@ pub(crate) async fn insert_signal(
     let inserted: Option<i64> = sqlx::query_scalar(
         "insert into workflow.signals (run_id, signal_name, payload, idempotency_key, sent_at, traceparent, tracestate) \
          values ($1, $2, $3, $4, $5, $6, $7) \
-         on conflict (idempotency_key) do nothing returning id",
+         on conflict (run_id, idempotency_key) do nothing returning id",
     )
     .bind(run_id)
     .bind(name)

@@ -192,6 +192,49 @@ async fn a_signal_sent_before_the_wait_begins_is_not_lost_and_signals_feed_waits
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_signal_idempotency_key_is_per_run_so_two_runs_each_get_theirs_and_one_run_gets_it_once(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("listen", |ctx, _: ()| async move {
+        let first: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(30)).await?;
+        let second: Option<String> = ctx.wait_for_signal("go", Duration::from_millis(100)).await?;
+        Ok::<_, WorkflowError>(vec![first, second])
+    });
+    let engine = Engine::builder(pool).build();
+    let a = engine
+        .start("listen", &(), StartOptions::default())
+        .await
+        .unwrap();
+    let b = engine
+        .start("listen", &(), StartOptions::default())
+        .await
+        .unwrap();
+    // One event that concerns two runs, signalled to each under the event's id.
+    let key = Some("event-1");
+    assert!(engine.signal(a, "go", &"to a", key).await.unwrap());
+    assert!(
+        engine.signal(b, "go", &"to b", key).await.unwrap(),
+        "the same key on another run is another signal"
+    );
+    assert!(
+        !engine.signal(a, "go", &"to a again", key).await.unwrap(),
+        "the same key on the same run: stored once"
+    );
+
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let done_a = engine.wait_until_finished(a, WAIT).await.unwrap();
+    let done_b = engine.wait_until_finished(b, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(
+        done_a.output,
+        Some(json!(["to a", null])),
+        "a got its signal once"
+    );
+    assert_eq!(done_b.output, Some(json!(["to b", null])), "b got its own");
+}
+
+#[sqlx::test(migrations = false)]
 async fn cancelling_a_waiting_run_interrupts_the_wait_and_compensation_runs_before_it_ends_cancelled(
     pool: PgPool,
 ) {
