@@ -1,14 +1,19 @@
 //! Time, injectable.
 //!
-//! Every timer of the engine (sleep ends, signal and child timeouts, retry back-off, leases, deadlines)
-//! is computed from a [`Clock`] and stored as a timestamp in the database; nothing waits on a Tokio
-//! timer for durable time. Production uses [`SystemClock`]; unit tests use [`ManualClock`] and move
-//! time by hand, so a one-hour sleep is tested in microseconds.
+//! Every workflow timer of the engine (sleep ends, signal and child timeouts, retry back-off,
+//! deadlines) is computed from a [`Clock`] and stored as a timestamp in the database; nothing waits
+//! on a Tokio timer for durable time. Production uses [`SystemClock`]; tests use [`ManualClock`] and
+//! move time by hand, so a one-hour sleep is tested in microseconds. The SQL compares those timers
+//! with the clock's `now`, passed as a parameter: one source of workflow time for the pure core and
+//! the I/O layer.
 //!
-//! The SQL of the engine compares against the clock's `now`, passed as a parameter, not against the
-//! database's `now()`: one source of time for the pure core and the I/O layer. The price is that the
-//! workers' clocks must agree to well within a lease (NTP does that); a worker whose clock runs far
-//! ahead could take over a run whose lease has not really expired.
+//! Leases are the exception, on purpose: they are set, renewed and expired on the database's clock
+//! (`clock_timestamp()`), never on a worker's. Whether a run's holder is still alive is a question of
+//! safety (two workers running one step's side effects), and the answer must not depend on which
+//! replica's clock asks. A worker whose clock is skewed fires timers early or late by its skew, which
+//! costs punctuality, never a second execution; it cannot take a live run, because the lease it would
+//! have to see as expired is measured by the one clock every worker shares. See
+//! `store::claim`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::WorkflowContext;
 use crate::core::{AttemptStatus, RunStatus, StepKind};
 use crate::error::{Error, RunError, StepError, WorkflowError};
+use crate::hooks::{HookAction, HookPoint, Hooks};
 use crate::labels::Labels;
 use crate::store::{self, NewRun};
 use crate::telemetry::{self, Metrics, RunIdentity};
@@ -173,6 +174,18 @@ pub(crate) struct Shared {
     /// Wakes this process's idle workers at once when this process starts or signals a run; workers
     /// in other processes find it at their next poll.
     pub wake_local: Arc<Notify>,
+    /// Test hooks ([`crate::hooks`]); none in production.
+    pub hooks: Option<Arc<dyn Hooks>>,
+}
+
+impl Shared {
+    /// Awaits the test hooks at `point`, if any.
+    pub(crate) async fn hook(&self, point: HookPoint) -> HookAction {
+        match &self.hooks {
+            Some(hooks) => hooks.at(point).await,
+            None => HookAction::Continue,
+        }
+    }
 }
 
 /// The engine: a handle on the database with the tracing topology and the clock. Cheap to clone.
@@ -188,6 +201,7 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     topology: Topology,
     metrics: Option<Metrics>,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl EngineBuilder {
@@ -210,6 +224,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Test hooks: the workers of this engine await them at each [`HookPoint`], so a test can stall
+    /// a worker at an exact point or crash an execution there (see [`crate::hooks`]).
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         Engine {
@@ -219,6 +240,7 @@ impl EngineBuilder {
                 topology: self.topology,
                 metrics: self.metrics.unwrap_or_else(Metrics::global),
                 wake_local: Arc::new(Notify::new()),
+                hooks: self.hooks,
             }),
         }
     }
@@ -232,6 +254,7 @@ impl Engine {
             clock: Arc::new(SystemClock),
             topology: Topology::default(),
             metrics: None,
+            hooks: None,
         }
     }
 

@@ -47,6 +47,7 @@
 //! - [`store`]: every SQL statement, and [`migrate`].
 //! - [`telemetry`]: the spans and metrics, and why they look the way they do.
 //! - [`error`]: [`StepError`], [`WorkflowError`], [`Error`].
+//! - [`hooks`]: [`Hooks`], where tests stall a worker or crash an execution.
 //! - [`labels`]: [`Labels`], what the caller says a run belongs to, stamped on its spans.
 //! - [`demo`]: demo workflows for the standalone worker, the crash test and the benchmark.
 
@@ -56,6 +57,7 @@ pub mod core;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod hooks;
 pub mod labels;
 pub mod store;
 pub mod telemetry;
@@ -66,6 +68,7 @@ pub use context::{StepContext, WorkflowContext};
 pub use core::{AttemptStatus, RetryPolicy, RunStatus, StepKind};
 pub use engine::{Engine, EngineBuilder, RunInfo, StartOptions, StepRecord, Workflows};
 pub use error::{Error, RunError, StepError, WorkflowError};
+pub use hooks::{HookAction, HookPoint, Hooks};
 pub use labels::Labels;
 pub use store::migrate;
 pub use telemetry::Metrics;

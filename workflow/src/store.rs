@@ -12,6 +12,10 @@
 //! count it claimed with. A worker that stalled past its lease (a long GC pause, a partition) and
 //! wakes up after another worker took the run over finds no row to update and stops
 //! ([`WorkflowError::LeaseLost`]): the claim bumped `executions`, so the stale token no longer matches.
+//! Fencing needs no clock: the token is exact. Time decides only when a lease is over, and that is
+//! the database's time (see [`claim`]).
+
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -130,32 +134,42 @@ pub(crate) async fn insert_run(
     Ok((existing, false))
 }
 
-/// Claims the most overdue runnable run of the given workflows, if any, under a lease until
-/// `lease_until`.
+/// Claims the most overdue runnable run of the given workflows, if any, under a lease of `lease`.
 ///
 /// `for update skip locked` is what lets any number of workers poll the same table: a run another
 /// worker is claiming at this instant is skipped, not waited for, so each runnable run goes to exactly
 /// one worker and nobody blocks. A `running` run is claimable too once its lease (`available_at`) has
 /// expired: that is how a dead worker's runs are recovered, with no coordinator.
+///
+/// # Two clocks
+/// A pending or sleeping run is due by the engine's [`Clock`](crate::Clock) (`now`): its
+/// `available_at` is a workflow timer, computed from that clock, which tests move by hand. A lease
+/// is the database's alone: it is set and renewed as `clock_timestamp()` plus its length, and it has
+/// expired when `clock_timestamp()` has passed it. So a worker whose clock runs ahead (a skewed
+/// replica) cannot take a run whose holder is alive and heartbeating: no worker's clock takes part
+/// in deciding that a lease is over.
 pub(crate) async fn claim(
     pool: &PgPool,
     owner: &str,
     workflows: &[String],
     now: OffsetDateTime,
-    lease_until: OffsetDateTime,
+    lease: Duration,
 ) -> Result<Option<ClaimedRun>, sqlx::Error> {
     let row = sqlx::query(
         "with next as ( \
              select id, available_at, status from workflow.runs \
-             where status in ('pending', 'running', 'sleeping') and available_at <= $1 \
-               and workflow_name = any($2) \
+             where status in ('pending', 'running', 'sleeping') and workflow_name = any($2) \
+               and available_at <= greatest($1, clock_timestamp()) \
+               and case when status = 'running' then available_at <= clock_timestamp() \
+                        else available_at <= $1 end \
              order by available_at \
              limit 1 \
              for update skip locked \
          ) \
          update workflow.runs r \
-         set status = 'running', lease_owner = $3, available_at = $4, executions = r.executions + 1, \
-             started_at = coalesce(r.started_at, $1) \
+         set status = 'running', lease_owner = $3, \
+             available_at = clock_timestamp() + $4 * interval '1 millisecond', \
+             executions = r.executions + 1, started_at = coalesce(r.started_at, $1) \
          from next where r.id = next.id \
          returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
              r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, r.deadline_at, \
@@ -165,7 +179,7 @@ pub(crate) async fn claim(
     .bind(now)
     .bind(workflows)
     .bind(owner)
-    .bind(lease_until)
+    .bind(millis(lease))
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -195,6 +209,11 @@ pub(crate) async fn claim(
     }))
 }
 
+/// A duration as whole milliseconds for SQL (`$n * interval '1 millisecond'`).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn decode_err(e: String) -> sqlx::Error {
     sqlx::Error::Decode(e.into())
 }
@@ -204,20 +223,17 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, sqlx::Error> {
     s.parse().map_err(|_| decode_err(format!("unknown {what} {s:?}")))
 }
 
-/// Extends a lease. `false` means the lease is gone: another worker owns the run, or it ended.
-pub(crate) async fn heartbeat(
-    pool: &PgPool,
-    lease: &Lease,
-    lease_until: OffsetDateTime,
-) -> Result<bool, sqlx::Error> {
+/// Extends a lease to `length` from now on the database's clock. `false` means the lease is gone:
+/// another worker owns the run, or it ended.
+pub(crate) async fn heartbeat(pool: &PgPool, lease: &Lease, length: Duration) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "update workflow.runs set available_at = $4 \
+        "update workflow.runs set available_at = clock_timestamp() + $4 * interval '1 millisecond' \
          where id = $1 and lease_owner = $2 and executions = $3 and status = 'running'",
     )
     .bind(lease.run_id)
     .bind(&lease.owner)
     .bind(lease.execution)
-    .bind(lease_until)
+    .bind(millis(length))
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)

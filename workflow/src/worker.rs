@@ -22,6 +22,7 @@ use crate::context::{ContextParts, WorkflowContext};
 use crate::core::{self, ExecutionOutcome, InterruptState, RunAction, RunStatus};
 use crate::engine::{Shared, Workflows};
 use crate::error::{Error, RunError, WorkflowError};
+use crate::hooks::{HookAction, HookPoint};
 use crate::store::{self, ClaimedRun, Lease};
 use crate::telemetry::{self, EndedRun, RunIdentity};
 
@@ -95,15 +96,16 @@ impl Worker {
             // is not missed.
             let woken = self.shared.wake_local.notified();
             let now = self.shared.clock.now();
-            match store::claim(
-                &self.shared.pool,
-                &self.config.id,
-                &names,
-                now,
-                now + self.config.lease,
-            )
-            .await
-            {
+            let claimed =
+                store::claim(&self.shared.pool, &self.config.id, &names, now, self.config.lease).await;
+            if let Ok(run) = &claimed {
+                let point = HookPoint::Polled {
+                    worker_id: self.config.id.clone(),
+                    claimed: run.as_ref().map(|r| r.id),
+                };
+                self.shared.hook(point).await;
+            }
+            match claimed {
                 Ok(Some(run)) => {
                     let execution = Execution {
                         shared: self.shared.clone(),
@@ -195,6 +197,7 @@ impl Execution {
             execution_cx: span.context(),
             metrics: self.shared.metrics.clone(),
             wake_local: self.shared.wake_local.clone(),
+            hooks: self.shared.hooks.clone(),
             interrupts,
         });
         let Some(workflow) = self.workflows.get(&run.workflow_name) else {
@@ -240,6 +243,19 @@ impl Execution {
             (Some(result), None) => ExecutionOutcome::Returned(result),
         };
         let action = core::apply(&summary.interrupts, outcome);
+        if matches!(
+            action,
+            RunAction::Complete(_) | RunAction::Fail(_) | RunAction::Cancel(_)
+        ) {
+            let point = HookPoint::BeforeFinish {
+                worker_id: self.config.id.clone(),
+                run_id: run.id,
+            };
+            if self.shared.hook(point).await == HookAction::Crash {
+                tracing::info!(parent: &span, run_id = %run.id, "a test hook crashed the execution before its end was recorded");
+                return;
+            }
+        }
         let reason = summary.suspended.map(|(_, r)| r.as_str()).unwrap_or("timer");
         match self
             .carry_out(&run, &lease, &identity, &span, action, reason)
@@ -343,8 +359,12 @@ async fn heartbeat(shared: Arc<Shared>, lease: Lease, length: Duration, lost: Ar
     let every = length / 3;
     loop {
         tokio::time::sleep(every).await;
-        let now = shared.clock.now();
-        match store::heartbeat(&shared.pool, &lease, now + length).await {
+        let point = HookPoint::Heartbeat {
+            worker_id: lease.owner.clone(),
+            run_id: lease.run_id,
+        };
+        shared.hook(point).await;
+        match store::heartbeat(&shared.pool, &lease, length).await {
             Ok(true) => {}
             Ok(false) => {
                 lost.notify_one();

@@ -39,6 +39,7 @@ use crate::core::{
     self, AttemptRecord, History, InterruptDecision, InterruptState, RetryPolicy, StepDecision, StepKind,
 };
 use crate::error::{StepError, WorkflowError};
+use crate::hooks::{HookAction, HookPoint, Hooks};
 use crate::store::{self, AttemptEnd, Lease};
 use crate::telemetry::{Metrics, RunIdentity};
 
@@ -106,6 +107,7 @@ struct Inner {
     execution_cx: opentelemetry::Context,
     metrics: Metrics,
     wake_local: Arc<Notify>,
+    hooks: Option<Arc<dyn Hooks>>,
     state: Mutex<ExecState>,
 }
 
@@ -127,6 +129,7 @@ pub(crate) struct ContextParts {
     pub execution_cx: opentelemetry::Context,
     pub metrics: Metrics,
     pub wake_local: Arc<Notify>,
+    pub hooks: Option<Arc<dyn Hooks>>,
     pub interrupts: InterruptState,
 }
 
@@ -143,6 +146,7 @@ impl WorkflowContext {
                 execution_cx: parts.execution_cx,
                 metrics: parts.metrics,
                 wake_local: parts.wake_local,
+                hooks: parts.hooks,
                 state: Mutex::new(ExecState {
                     next_index: 0,
                     replayed: 0,
@@ -191,6 +195,22 @@ impl WorkflowContext {
     fn suspend(&self, until: OffsetDateTime, reason: ParkReason) -> WorkflowError {
         self.state().suspended = Some((until, reason));
         WorkflowError::Suspended
+    }
+
+    /// Awaits the test hooks at `point`; on [`HookAction::Crash`] the execution stops as if its
+    /// process had died: nothing more is written, and the worker abandons the run to its lease.
+    async fn hook(&self, point: HookPoint) -> Result<(), WorkflowError> {
+        let Some(hooks) = &self.inner.hooks else {
+            return Ok(());
+        };
+        match hooks.at(point).await {
+            HookAction::Continue => Ok(()),
+            HookAction::Crash => {
+                tracing::info!(run_id = %self.run_id(), "a test hook crashed the execution");
+                self.state().aborted = true;
+                Err(WorkflowError::LeaseLost)
+            }
+        }
     }
 
     /// Remembers infrastructure failures, so that workflow code that swallows them cannot make the

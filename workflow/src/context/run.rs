@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 use super::{ParkReason, StepContext, WorkflowContext};
 use crate::core::{self, AttemptAction, AttemptStatus, RetryPolicy, StepDecision, StepKind};
 use crate::error::{StepError, WorkflowError};
+use crate::hooks::HookPoint;
 use crate::store::{self, AttemptEnd, NewAttempt};
 use crate::telemetry::{self};
 
@@ -115,6 +116,13 @@ impl WorkflowContext {
         };
         telemetry::record_step(&span, result.as_ref().map(|_| ()));
         drop(span);
+        self.hook(HookPoint::StepReturned {
+            worker_id: self.inner.lease.owner.clone(),
+            run_id: self.run_id(),
+            step_name: name.to_owned(),
+            attempt,
+        })
+        .await?;
 
         let now = self.now();
         let action = core::after_attempt(&policy, attempt, result, now);

@@ -101,3 +101,108 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A gate a test opens once; hooks wait at it.
+#[derive(Debug, Clone)]
+pub struct Gate(std::sync::Arc<watch::Sender<bool>>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self(std::sync::Arc::new(watch::channel(false).0))
+    }
+
+    /// Lets every waiter through, now and later.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn passed(&self) {
+        let mut open = self.0.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+    }
+}
+
+/// What a [`ScriptedHooks`] does at a point.
+#[derive(Debug, Clone)]
+pub enum Reaction {
+    /// Go on at once.
+    Go,
+    /// Stall until the gate opens.
+    Wait(Gate),
+    /// Crash the execution there.
+    Crash,
+}
+
+type Decide = dyn Fn(&pizza_workflow::HookPoint) -> Reaction + Send + Sync;
+
+/// Test hooks: a function of the test decides what each point does, and every point is reported on
+/// a channel, so the test can wait until a worker has reached one.
+pub struct ScriptedHooks {
+    decide: Box<Decide>,
+    seen: tokio::sync::mpsc::UnboundedSender<pizza_workflow::HookPoint>,
+}
+
+impl std::fmt::Debug for ScriptedHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedHooks").finish_non_exhaustive()
+    }
+}
+
+impl ScriptedHooks {
+    /// Hooks deciding by `decide`, and the channel of the points they see.
+    pub fn new(
+        decide: impl Fn(&pizza_workflow::HookPoint) -> Reaction + Send + Sync + 'static,
+    ) -> (
+        std::sync::Arc<Self>,
+        tokio::sync::mpsc::UnboundedReceiver<pizza_workflow::HookPoint>,
+    ) {
+        let (seen, points) = tokio::sync::mpsc::unbounded_channel();
+        let hooks = Self {
+            decide: Box::new(decide),
+            seen,
+        };
+        (std::sync::Arc::new(hooks), points)
+    }
+}
+
+impl pizza_workflow::Hooks for ScriptedHooks {
+    fn at(
+        &self,
+        point: pizza_workflow::HookPoint,
+    ) -> futures::future::BoxFuture<'static, pizza_workflow::HookAction> {
+        use futures::FutureExt as _;
+        let reaction = (self.decide)(&point);
+        let _ = self.seen.send(point);
+        match reaction {
+            Reaction::Go => futures::future::ready(pizza_workflow::HookAction::Continue).boxed(),
+            Reaction::Crash => futures::future::ready(pizza_workflow::HookAction::Crash).boxed(),
+            Reaction::Wait(gate) => async move {
+                gate.passed().await;
+                pizza_workflow::HookAction::Continue
+            }
+            .boxed(),
+        }
+    }
+}
+
+/// Waits until `points` reports a point that `wanted` accepts, at most 30 s.
+pub async fn reached(
+    points: &mut tokio::sync::mpsc::UnboundedReceiver<pizza_workflow::HookPoint>,
+    what: &str,
+    wanted: impl Fn(&pizza_workflow::HookPoint) -> bool,
+) -> pizza_workflow::HookPoint {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(point) = points.recv().await {
+            if wanted(&point) {
+                return Some(point);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(point)) => point,
+        _ => panic!("{what}: not reached within 30 s"),
+    }
+}
