@@ -165,6 +165,9 @@ pub struct StepRecord {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// See [`EngineBuilder::record_start_after`].
+const DEFAULT_RECORD_START_AFTER: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub pool: PgPool,
@@ -176,6 +179,8 @@ pub(crate) struct Shared {
     pub wake_local: Arc<Notify>,
     /// Test hooks ([`crate::hooks`]); none in production.
     pub hooks: Option<Arc<dyn Hooks>>,
+    /// See [`EngineBuilder::record_start_after`].
+    pub record_start_after: Duration,
 }
 
 impl Shared {
@@ -202,6 +207,7 @@ pub struct EngineBuilder {
     topology: Topology,
     metrics: Option<Metrics>,
     hooks: Option<Arc<dyn Hooks>>,
+    record_start_after: Duration,
 }
 
 impl EngineBuilder {
@@ -231,6 +237,16 @@ impl EngineBuilder {
         self
     }
 
+    /// How long a `run` step may take before its attempt is recorded as running (default 100 ms).
+    /// A step that returns sooner is recorded once, attempt and result in one commit; a slower one
+    /// is recorded when this passes and again when it returns, so a crash inside it is counted as a
+    /// failed attempt (see `WorkflowContext::run`). `Duration::ZERO` records every attempt that does
+    /// not finish at once.
+    pub fn record_start_after(mut self, after: Duration) -> Self {
+        self.record_start_after = after;
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         Engine {
@@ -241,6 +257,7 @@ impl EngineBuilder {
                 metrics: self.metrics.unwrap_or_else(Metrics::global),
                 wake_local: Arc::new(Notify::new()),
                 hooks: self.hooks,
+                record_start_after: self.record_start_after,
             }),
         }
     }
@@ -255,6 +272,7 @@ impl Engine {
             topology: Topology::default(),
             metrics: None,
             hooks: None,
+            record_start_after: DEFAULT_RECORD_START_AFTER,
         }
     }
 

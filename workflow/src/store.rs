@@ -29,6 +29,20 @@ use crate::error::{Error, RunError, StepError, WorkflowError};
 use crate::labels::Labels;
 use crate::{RunInfo, StepRecord};
 
+/// The channel on which every change that makes a run due sooner is announced (`pg_notify`), and on
+/// which idle workers listen ([`crate::worker`]).
+pub(crate) const WAKE_CHANNEL: &str = "pizza_workflow_wake";
+
+/// The fence as a condition inside one statement: the execution whose lease is `$1` (run id), `$2`
+/// (owner), `$3` (execution) still holds it. `for share` makes a takeover (which updates the row)
+/// wait for the statement's transaction, so the two never interleave.
+macro_rules! holds_lease {
+    () => {
+        "exists (select 1 from workflow.runs where id = $1 and lease_owner = $2 and executions = $3 \
+         and status = 'running' for share)"
+    };
+}
+
 /// Applies the engine's migrations. The schema `workflow` and its migration history
 /// (`workflow._sqlx_migrations`) belong to the engine alone, so the migrations of the service that
 /// embeds it, with their own `_sqlx_migrations`, never see these and never collide with them.
@@ -66,6 +80,9 @@ pub(crate) struct ClaimedRun {
     pub labels: Labels,
     pub due_at: OffsetDateTime,
     pub lease_expired: bool,
+    /// The run's recorded attempts, read with the claim; `None` for a takeover, whose history the
+    /// execution reads afresh.
+    pub history: Option<Vec<AttemptRecord>>,
 }
 
 /// A run to create.
@@ -103,12 +120,16 @@ pub(crate) async fn insert_run(
     conn: &mut PgConnection,
     run: NewRun<'_>,
 ) -> Result<(Uuid, bool), sqlx::Error> {
+    // Workers listening anywhere learn of the new run when the caller commits.
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "insert into workflow.runs (id, workflow_name, status, input, idempotency_key, parent_run_id, \
-             available_at, traceparent, tracestate, created_at, deadline_at, labels) \
-         values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $6, $9, $10) \
-         on conflict (workflow_name, idempotency_key) do nothing \
-         returning id",
+        "with inserted as ( \
+             insert into workflow.runs (id, workflow_name, status, input, idempotency_key, parent_run_id, \
+                 available_at, traceparent, tracestate, created_at, deadline_at, labels) \
+             values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $6, $9, $10) \
+             on conflict (workflow_name, idempotency_key) do nothing \
+             returning id \
+         ) \
+         select id from inserted, pg_notify($11, '')",
     )
     .bind(run.id)
     .bind(run.workflow_name)
@@ -120,6 +141,7 @@ pub(crate) async fn insert_run(
     .bind(field(run.carrier, "tracestate"))
     .bind(run.deadline_at)
     .bind(Json(run.labels))
+    .bind(WAKE_CHANNEL)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
@@ -154,8 +176,13 @@ pub(crate) async fn claim(
     workflows: &[String],
     now: OffsetDateTime,
     lease: Duration,
-) -> Result<Option<ClaimedRun>, sqlx::Error> {
-    let row = sqlx::query(
+    limit: usize,
+) -> Result<Vec<ClaimedRun>, sqlx::Error> {
+    // One round trip claims up to `limit` runs and reads their histories. A run taken over from a
+    // worker whose lease expired is the exception: that worker may have committed a step between
+    // this statement's snapshot and the moment it locked the row, so its history is read afresh by
+    // the execution (`history: None`).
+    let rows = sqlx::query(
         "with next as ( \
              select id, available_at, status from workflow.runs \
              where status in ('pending', 'running', 'sleeping') and workflow_name = any($2) \
@@ -163,34 +190,58 @@ pub(crate) async fn claim(
                and case when status = 'running' then available_at <= clock_timestamp() \
                         else available_at <= $1 end \
              order by available_at \
-             limit 1 \
+             limit $5 \
              for update skip locked \
+         ), claimed as ( \
+             update workflow.runs r \
+             set status = 'running', lease_owner = $3, \
+                 available_at = clock_timestamp() + $4 * interval '1 millisecond', \
+                 executions = r.executions + 1, started_at = coalesce(r.started_at, $1) \
+             from next where r.id = next.id \
+             returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
+                 r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, \
+                 r.deadline_at, r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, \
+                 r.interrupt_step, r.labels, next.available_at as due_at, next.status as previous_status \
          ) \
-         update workflow.runs r \
-         set status = 'running', lease_owner = $3, \
-             available_at = clock_timestamp() + $4 * interval '1 millisecond', \
-             executions = r.executions + 1, started_at = coalesce(r.started_at, $1) \
-         from next where r.id = next.id \
-         returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
-             r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, r.deadline_at, \
-             r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, r.interrupt_step, \
-             r.parent_run_id, r.labels, next.available_at as due_at, next.status as previous_status",
+         select c.*, a.step_index as a_step_index, a.step_name as a_step_name, a.kind as a_kind, \
+             a.attempt as a_attempt, a.status as a_status, a.output as a_output, a.error as a_error, \
+             a.retry_at as a_retry_at, a.wake_at as a_wake_at, a.child_run_id as a_child_run_id, \
+             a.started_at as a_started_at \
+         from claimed c \
+         left join workflow.step_attempts a on a.run_id = c.id and c.previous_status <> 'running' \
+         order by c.due_at, c.id, a.step_index, a.attempt",
     )
     .bind(now)
     .bind(workflows)
     .bind(owner)
     .bind(millis(lease))
-    .fetch_optional(pool)
+    .bind(i64::try_from(limit.max(1)).unwrap_or(1))
+    .fetch_all(pool)
     .await?;
-    let Some(row) = row else { return Ok(None) };
+    let mut runs: Vec<ClaimedRun> = Vec::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        if runs.last().is_none_or(|r| r.id != id) {
+            runs.push(claimed_from_row(row)?);
+        }
+        let run = runs.last_mut().expect("pushed above");
+        let has_attempt = row.try_get::<Option<i32>, _>("a_step_index")?.is_some();
+        if let (Some(history), true) = (&mut run.history, has_attempt) {
+            history.push(attempt_from_row(row, "a_")?);
+        }
+    }
+    Ok(runs)
+}
+
+fn claimed_from_row(row: &PgRow) -> Result<ClaimedRun, sqlx::Error> {
     let interrupt_kind: Option<String> = row.try_get("interrupt_kind")?;
     let interrupt_step: Option<i32> = row.try_get("interrupt_step")?;
     let interrupt = match (interrupt_kind, interrupt_step) {
         (Some(k), Some(i)) => Some((parse("interrupt", &k)?, i as u32)),
         _ => None,
     };
-    let previous: String = row.try_get("previous_status")?;
-    Ok(Some(ClaimedRun {
+    let lease_expired = row.try_get::<String, _>("previous_status")? == "running";
+    Ok(ClaimedRun {
         id: row.try_get("id")?,
         workflow_name: row.try_get("workflow_name")?,
         input: row.try_get("input")?,
@@ -205,8 +256,30 @@ pub(crate) async fn claim(
         interrupt,
         labels: row.try_get::<Json<Labels>, _>("labels")?.0,
         due_at: row.try_get("due_at")?,
-        lease_expired: previous == "running",
-    }))
+        lease_expired,
+        history: (!lease_expired).then(Vec::new),
+    })
+}
+
+/// How long until the next run of these workflows is due, if any is: the earliest timer (on the
+/// engine's clock) or lease expiry (on the database's). An idle worker sleeps that long at most.
+pub(crate) async fn next_due(
+    pool: &PgPool,
+    workflows: &[String],
+    now: OffsetDateTime,
+) -> Result<Option<Duration>, sqlx::Error> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from least( \
+             (select min(available_at) from workflow.runs \
+              where status in ('pending', 'sleeping') and workflow_name = any($2)) - $1, \
+             (select min(available_at) from workflow.runs \
+              where status = 'running' and workflow_name = any($2)) - clock_timestamp()))::float8",
+    )
+    .bind(now)
+    .bind(workflows)
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
 /// A duration as whole milliseconds for SQL (`$n * interval '1 millisecond'`).
@@ -255,25 +328,27 @@ pub(crate) async fn fence(conn: &mut PgConnection, lease: &Lease) -> Result<(), 
     held.map(|_| ()).ok_or(WorkflowError::LeaseLost)
 }
 
-fn attempt_from_row(row: &PgRow) -> Result<AttemptRecord, sqlx::Error> {
-    let kind: String = row.try_get("kind")?;
-    let status: String = row.try_get("status")?;
-    let error: Option<Value> = row.try_get("error")?;
+/// An attempt from a row whose attempt columns are named `{prefix}{column}`.
+fn attempt_from_row(row: &PgRow, prefix: &str) -> Result<AttemptRecord, sqlx::Error> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let kind: String = row.try_get(col("kind").as_str())?;
+    let status: String = row.try_get(col("status").as_str())?;
+    let error: Option<Value> = row.try_get(col("error").as_str())?;
     Ok(AttemptRecord {
-        step_index: row.try_get::<i32, _>("step_index")? as u32,
-        step_name: row.try_get("step_name")?,
+        step_index: row.try_get::<i32, _>(col("step_index").as_str())? as u32,
+        step_name: row.try_get(col("step_name").as_str())?,
         kind: parse::<StepKind>("step kind", &kind)?,
-        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        attempt: row.try_get::<i32, _>(col("attempt").as_str())? as u32,
         status: parse::<AttemptStatus>("attempt status", &status)?,
-        output: row.try_get("output")?,
+        output: row.try_get(col("output").as_str())?,
         error: error
             .map(serde_json::from_value::<StepError>)
             .transpose()
             .map_err(|e| decode_err(e.to_string()))?,
-        retry_at: row.try_get("retry_at")?,
-        wake_at: row.try_get("wake_at")?,
-        child_run_id: row.try_get("child_run_id")?,
-        started_at: row.try_get("started_at")?,
+        retry_at: row.try_get(col("retry_at").as_str())?,
+        wake_at: row.try_get(col("wake_at").as_str())?,
+        child_run_id: row.try_get(col("child_run_id").as_str())?,
+        started_at: row.try_get(col("started_at").as_str())?,
     })
 }
 
@@ -287,7 +362,7 @@ pub(crate) async fn load_history(pool: &PgPool, run_id: Uuid) -> Result<Vec<Atte
     .bind(run_id)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(attempt_from_row).collect()
+    rows.iter().map(|row| attempt_from_row(row, "")).collect()
 }
 
 /// A new attempt row.
@@ -377,6 +452,107 @@ pub(crate) async fn finish_attempt(
     Ok(())
 }
 
+/// An attempt as recorded in one fenced statement: a step that finished before anything was
+/// recorded (`Completed`/`Failed` at once), or one that is recorded as it starts (`Running`).
+#[derive(Debug)]
+pub(crate) struct RecordedAttempt<'a> {
+    pub step_index: u32,
+    pub step_name: &'a str,
+    pub kind: StepKind,
+    pub attempt: u32,
+    pub started_at: OffsetDateTime,
+    /// `None`: still running.
+    pub end: Option<(AttemptEnd<'a>, OffsetDateTime)>,
+}
+
+/// The columns an attempt's end writes: status, output, error, retry_at.
+fn end_columns(
+    end: Option<&AttemptEnd<'_>>,
+) -> Result<(&'static str, Option<Value>, Option<Value>, Option<OffsetDateTime>), WorkflowError> {
+    Ok(match end {
+        None => (AttemptStatus::Running.as_str(), None, None, None),
+        Some(AttemptEnd::Completed(v)) => (AttemptStatus::Completed.as_str(), Some((*v).clone()), None, None),
+        Some(AttemptEnd::Failed { error, retry_at }) => (
+            AttemptStatus::Failed.as_str(),
+            None,
+            Some(serde_json::to_value(error)?),
+            *retry_at,
+        ),
+    })
+}
+
+/// Records an attempt in one statement, fenced by the lease: one round trip and one commit. `Err(
+/// LeaseLost)` if the lease is gone (nothing is written).
+pub(crate) async fn record_attempt(
+    pool: &PgPool,
+    lease: &Lease,
+    a: RecordedAttempt<'_>,
+) -> Result<(), WorkflowError> {
+    let (status, output, error, retry_at) = end_columns(a.end.as_ref().map(|(e, _)| e))?;
+    let inserted = sqlx::query(concat!(
+        "insert into workflow.step_attempts \
+             (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, started_at, \
+              finished_at) \
+         select $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 where ",
+        holds_lease!()
+    ))
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(a.step_index as i32)
+    .bind(a.step_name)
+    .bind(a.kind.as_str())
+    .bind(a.attempt as i32)
+    .bind(status)
+    .bind(output)
+    .bind(error)
+    .bind(retry_at)
+    .bind(a.started_at)
+    .bind(a.end.as_ref().map(|(_, at)| *at))
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
+/// Closes an attempt recorded as running, in one statement fenced by the lease.
+pub(crate) async fn close_attempt(
+    pool: &PgPool,
+    lease: &Lease,
+    step_index: u32,
+    attempt: u32,
+    end: AttemptEnd<'_>,
+    now: OffsetDateTime,
+) -> Result<(), WorkflowError> {
+    let (status, output, error, retry_at) = end_columns(Some(&end))?;
+    let updated = sqlx::query(concat!(
+        "update workflow.step_attempts set status = $6, output = $7, error = $8, retry_at = $9, \
+             finished_at = $10 \
+         where run_id = $1 and step_index = $4 and attempt = $5 and ",
+        holds_lease!()
+    ))
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.execution)
+    .bind(step_index as i32)
+    .bind(attempt as i32)
+    .bind(status)
+    .bind(output)
+    .bind(error)
+    .bind(retry_at)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
 /// Records that an interrupt was delivered to the step call at `step_index`.
 pub(crate) async fn record_interrupt(
     conn: &mut PgConnection,
@@ -441,20 +617,38 @@ pub(crate) async fn park(
     }
 }
 
-/// Ends the run. Returns its parent, if any.
+/// Ends the run and, if it is a child, wakes its parent (with `cause` as what woke it), in one
+/// statement: one round trip, one commit. Returns the parent, if any.
 pub(crate) async fn finish_run(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     lease: &Lease,
     status: RunStatus,
     output: Option<&Value>,
     error: Option<&RunError>,
     now: OffsetDateTime,
+    cause: &[(String, String)],
 ) -> Result<Option<Uuid>, WorkflowError> {
     let error = error.map(serde_json::to_value).transpose()?;
-    let parent: Option<Option<Uuid>> = sqlx::query_scalar(
-        "update workflow.runs set status = $4, output = $5, error = $6, finished_at = $7, lease_owner = null \
-         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
-         returning parent_run_id",
+    let row = sqlx::query(
+        "with finished as ( \
+             update workflow.runs set status = $4, output = $5, error = $6, finished_at = $7, \
+                 lease_owner = null \
+             where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
+             returning parent_run_id \
+         ), woke as ( \
+             update workflow.runs p set wake_seq = p.wake_seq + 1, \
+                 available_at = case when p.status = 'sleeping' then least(p.available_at, $7) \
+                                else p.available_at end, \
+                 wake_traceparent = coalesce($8, p.wake_traceparent), \
+                 wake_tracestate = case when $8 is null then p.wake_tracestate else $9 end, \
+                 wake_reason = 'child' \
+             from finished f \
+             where p.id = f.parent_run_id and p.status in ('pending', 'running', 'sleeping') \
+             returning p.id \
+         ) \
+         select (select count(*) from finished) as finished, \
+             (select parent_run_id from finished) as parent, \
+             (select count(pg_notify($10, '')) from woke) as notified",
     )
     .bind(lease.run_id)
     .bind(&lease.owner)
@@ -463,9 +657,15 @@ pub(crate) async fn finish_run(
     .bind(output)
     .bind(error)
     .bind(now)
-    .fetch_optional(&mut *conn)
+    .bind(field(cause, "traceparent"))
+    .bind(field(cause, "tracestate"))
+    .bind(WAKE_CHANNEL)
+    .fetch_one(pool)
     .await?;
-    parent.ok_or(WorkflowError::LeaseLost)
+    if row.try_get::<i64, _>("finished")? != 1 {
+        return Err(WorkflowError::LeaseLost);
+    }
+    Ok(row.try_get("parent")?)
 }
 
 /// Wakes a run from outside (a signal, a child's end, a cancel): bumps `wake_seq`, makes a parked run
@@ -484,13 +684,15 @@ pub(crate) async fn wake(
              wake_traceparent = coalesce($3, wake_traceparent), \
              wake_tracestate = case when $3 is null then wake_tracestate else $4 end, \
              wake_reason = $5 \
-         where id = $1 and status in ('pending', 'running', 'sleeping')",
+         where id = $1 and status in ('pending', 'running', 'sleeping') \
+         returning pg_notify($6, '')",
     )
     .bind(run_id)
     .bind(now)
     .bind(field(cause, "traceparent"))
     .bind(field(cause, "tracestate"))
     .bind(reason)
+    .bind(WAKE_CHANNEL)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -669,7 +871,7 @@ pub(crate) async fn step_history(pool: &PgPool, run_id: Uuid) -> Result<Vec<Step
     .await?;
     rows.iter()
         .map(|row| {
-            let record = attempt_from_row(row)?;
+            let record = attempt_from_row(row, "")?;
             Ok(StepRecord {
                 step_index: record.step_index,
                 step_name: record.step_name,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use pizza_telemetry::propagation;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -34,19 +35,20 @@ pub struct WorkerConfig {
     /// How long a claim holds a run without a heartbeat. A dead worker's runs wait this long before
     /// another worker takes them; heartbeats renew it every third of it.
     pub lease: Duration,
-    /// How often an idle worker asks for due runs.
+    /// The longest an idle worker sleeps before it looks again. Only a safety net: it wakes on
+    /// notifications and at the next due time (see [`Worker::run`]).
     pub poll_interval: Duration,
     /// Executions at once.
     pub concurrency: usize,
 }
 
 impl Default for WorkerConfig {
-    /// A 30 s lease, polling every 500 ms, 4 executions at once.
+    /// A 30 s lease, looking at least every 5 s when idle, 4 executions at once.
     fn default() -> Self {
         Self {
             id: format!("worker-{}", &Uuid::new_v4().simple().to_string()[..8]),
             lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_secs(5),
             concurrency: 4,
         }
     }
@@ -73,11 +75,21 @@ impl Worker {
     }
 
     /// Claims and executes runs until `shutdown` resolves, then waits for the executions in flight.
+    ///
+    /// # How a worker wakes
+    /// A worker with a free slot claims as many due runs as it has free slots, in one statement. When
+    /// nothing is due it sleeps until the earliest timer or lease expiry of its workflows, or until it
+    /// is woken: by this process (a start, a signal, a child's end, a run parked here), or by any
+    /// process through PostgreSQL's `NOTIFY` on [`WAKE_CHANNEL`](crate::store), which every start,
+    /// signal, cancel and child's end sends when it commits. `poll_interval` is only the safety net
+    /// for a notification lost while the listening connection was down.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let names = self.workflows.names();
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let concurrency = self.config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let mut executions = JoinSet::new();
         let mut last_count: Option<Instant> = None;
+        let listener = tokio::spawn(listen(self.shared.clone(), self.config.id.clone()));
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
         loop {
@@ -88,55 +100,120 @@ impl Worker {
                     self.shared.metrics.set_active_runs(n);
                 }
             }
-            let slot = tokio::select! {
+            let first = tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 () = &mut shutdown => break,
             };
-            // Register for a local wake-up before looking, so a start between the claim and the wait
-            // is not missed.
+            let mut permits = vec![first];
+            while let Ok(more) = slots.clone().try_acquire_owned() {
+                permits.push(more);
+            }
+            // Register for a wake-up before looking, so a start between the claim and the wait is
+            // not missed.
             let woken = self.shared.wake_local.notified();
             let now = self.shared.clock.now();
-            let claimed =
-                store::claim(&self.shared.pool, &self.config.id, &names, now, self.config.lease).await;
-            if let Ok(run) = &claimed {
-                let point = HookPoint::Polled {
-                    worker_id: self.config.id.clone(),
-                    claimed: run.as_ref().map(|r| r.id),
-                };
-                self.shared.hook(point).await;
-            }
-            match claimed {
-                Ok(Some(run)) => {
-                    let execution = Execution {
-                        shared: self.shared.clone(),
-                        workflows: self.workflows.clone(),
-                        config: self.config.clone(),
-                    };
-                    executions.spawn(async move {
-                        execution.execute(run).await;
-                        drop(slot);
-                    });
+            let claimed = store::claim(
+                &self.shared.pool,
+                &self.config.id,
+                &names,
+                now,
+                self.config.lease,
+                permits.len(),
+            )
+            .await;
+            let idle_for = match claimed {
+                Ok(runs) if !runs.is_empty() => {
+                    for (run, slot) in runs.into_iter().zip(permits.drain(..)) {
+                        let point = HookPoint::Polled {
+                            worker_id: self.config.id.clone(),
+                            claimed: Some(run.id),
+                        };
+                        self.shared.hook(point).await;
+                        let execution = Execution {
+                            shared: self.shared.clone(),
+                            workflows: self.workflows.clone(),
+                            config: self.config.clone(),
+                        };
+                        executions.spawn(async move {
+                            execution.execute(run).await;
+                            drop(slot);
+                        });
+                    }
+                    continue;
                 }
-                Ok(None) => {
-                    drop(slot);
-                    tokio::select! {
-                        () = tokio::time::sleep(self.config.poll_interval) => {}
-                        () = woken => {}
-                        () = &mut shutdown => break,
+                Ok(_) => {
+                    let point = HookPoint::Polled {
+                        worker_id: self.config.id.clone(),
+                        claimed: None,
+                    };
+                    self.shared.hook(point).await;
+                    match store::next_due(&self.shared.pool, &names, now).await {
+                        Ok(Some(due)) => due.min(self.config.poll_interval),
+                        Ok(None) => self.config.poll_interval,
+                        Err(e) => {
+                            tracing::warn!(error = %e, worker = %self.config.id, "reading the next due time failed");
+                            self.config.poll_interval
+                        }
                     }
                 }
                 Err(e) => {
-                    drop(slot);
                     tracing::warn!(error = %e, worker = %self.config.id, "claiming a run failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(self.config.poll_interval) => {}
-                        () = &mut shutdown => break,
+                    self.config.poll_interval
+                }
+            };
+            drop(permits);
+            tokio::select! {
+                () = tokio::time::sleep(idle_for) => {}
+                () = woken => {}
+                () = &mut shutdown => break,
+            }
+        }
+        listener.abort();
+        while executions.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Listens on [`store::WAKE_CHANNEL`] and wakes this process's idle workers on every notification.
+/// A lost connection is re-established (its notifications are gone; the workers look once anyway).
+///
+/// The listening connection is the worker's own, outside the engine's pool: a `PgListener` holds its
+/// connection for as long as it listens, and the pool is sized for the work.
+async fn listen(shared: Arc<Shared>, worker_id: String) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*shared.pool.connect_options()).clone());
+    let mut failures = 0u32;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&own).await?;
+            listener.listen(store::WAKE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                failures = 0;
+                shared.wake_local.notify_waiters();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => shared.wake_local.notify_waiters(),
+                        // The connection was lost and is re-established by the next call;
+                        // notifications sent meanwhile are gone, so look now.
+                        Ok(None) => shared.wake_local.notify_waiters(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, worker = %worker_id, "listening for wake-ups failed; reconnecting");
+                            break;
+                        }
                     }
                 }
             }
+            Err(e) => {
+                tracing::warn!(error = %e, worker = %worker_id, "listening for wake-ups failed; retrying");
+            }
         }
-        while executions.join_next().await.is_some() {}
-        Ok(())
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(pizza_retry::Backoff::default().delay(failures)).await;
     }
 }
 
@@ -147,7 +224,7 @@ struct Execution {
 }
 
 impl Execution {
-    async fn execute(self, run: ClaimedRun) {
+    async fn execute(self, mut run: ClaimedRun) {
         let now = self.shared.clock.now();
         self.shared
             .metrics
@@ -178,7 +255,11 @@ impl Execution {
             cancel_requested: run.cancel_requested,
             deadline_at: run.deadline_at,
         };
-        let history = match store::load_history(&self.shared.pool, run.id).await {
+        let history = match run.history.take() {
+            Some(history) => Ok(history),
+            None => store::load_history(&self.shared.pool, run.id).await,
+        };
+        let history = match history {
             Ok(h) => h,
             Err(e) => {
                 // The lease will expire and another execution will try again.
@@ -198,6 +279,7 @@ impl Execution {
             metrics: self.shared.metrics.clone(),
             wake_local: self.shared.wake_local.clone(),
             hooks: self.shared.hooks.clone(),
+            record_start_after: self.shared.record_start_after,
             interrupts,
         });
         let Some(workflow) = self.workflows.get(&run.workflow_name) else {
@@ -289,9 +371,10 @@ impl Execution {
                 // This execution is what wakes the run next (a timer, a retry), unless a signal or a
                 // child arrives first and records itself instead.
                 let me = propagation::context_to_carrier(&span.context());
-                let mut tx = self.shared.pool.begin().await?;
-                store::park(&mut tx, lease, run.wake_seq, until, now, &me, reason).await?;
-                tx.commit().await?;
+                let mut conn = self.shared.pool.acquire().await?;
+                store::park(&mut conn, lease, run.wake_seq, until, now, &me, reason).await?;
+                // This process's idle workers may be sleeping until a later time than this one.
+                self.shared.wake_local.notify_waiters();
                 telemetry::record_ok(span);
                 return Ok(());
             }
@@ -299,14 +382,18 @@ impl Execution {
             RunAction::Fail(e) => (RunStatus::Failed, None, Some(e)),
             RunAction::Cancel(e) => (RunStatus::Cancelled, None, Some(e)),
         };
-        let mut tx = self.shared.pool.begin().await?;
-        let parent = store::finish_run(&mut tx, lease, status, output.as_ref(), error.as_ref(), now).await?;
-        if let Some(parent) = parent {
-            // The child's end wakes its parent; this execution is the cause the parent links to.
-            let me = propagation::context_to_carrier(&span.context());
-            store::wake(&mut tx, parent, now, &me, "child").await?;
-        }
-        tx.commit().await?;
+        // A child's end wakes its parent; this execution is the cause the parent links to.
+        let me = propagation::context_to_carrier(&span.context());
+        let parent = store::finish_run(
+            &self.shared.pool,
+            lease,
+            status,
+            output.as_ref(),
+            error.as_ref(),
+            now,
+            &me,
+        )
+        .await?;
         if parent.is_some() {
             self.shared.wake_local.notify_waiters();
         }

@@ -81,16 +81,21 @@ async fn a_run_whose_worker_is_killed_inside_a_step_completes_once_elsewhere_in_
     let mut child = Killed(child);
     let child_pid = child.0.id() as i32;
 
-    // Wait until the `slow` step is in flight in that process, then kill it: SIGKILL, no clean-up.
+    // Wait until the `slow` step is in flight in that process (its side effect marked, its attempt
+    // recorded as running, which the engine does once a step outlasts `record_start_after`), then
+    // kill it: SIGKILL, no clean-up.
     eventually(
         "the slow step in flight in the worker process",
         Duration::from_secs(30),
         || async {
-            let n: i64 = sqlx::query_scalar("select count(*) from workflow_demo.marks where pid = $1")
-                .bind(child_pid)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from workflow_demo.marks m, workflow.step_attempts a \
+                 where m.pid = $1 and a.step_name = 'slow' and a.status = 'running'",
+            )
+            .bind(child_pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
             (n > 0).then_some(())
         },
     )

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Workers, eventually, migrated, worker_config};
 use pizza_workflow::{
     AttemptStatus, Engine, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions, StepError,
-    StepKind, WorkflowError, Workflows,
+    StepKind, WorkerConfig, WorkflowError, Workflows,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -232,6 +232,44 @@ async fn a_signal_idempotency_key_is_per_run_so_two_runs_each_get_theirs_and_one
         "a got its signal once"
     );
     assert_eq!(done_b.output, Some(json!(["to b", null])), "b got its own");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_signal_and_by_its_timers(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("wake", |ctx, _: ()| async move {
+        ctx.sleep("timer", Duration::from_millis(200)).await?;
+        let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>(got)
+    });
+    // The worker's process: its safety-net poll is an hour, so only a notification or a due time
+    // can wake it.
+    let worker_engine = Engine::builder(pool.clone()).build();
+    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..worker_config("idle")
+    });
+    // Another process: another engine, which cannot wake the worker in memory.
+    let other = Engine::builder(pool).build();
+    let run = other.start("wake", &(), StartOptions::default()).await.unwrap();
+    eventually("the wait for the signal", WAIT, || async {
+        let history = other.history(run).await.unwrap();
+        history
+            .iter()
+            .any(|s| s.step_name == "go" && s.status == AttemptStatus::Waiting)
+            .then_some(())
+    })
+    .await;
+    other.signal(run, "go", &"now", None).await.unwrap();
+    let done = other.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!("now")));
+    assert_eq!(
+        done.executions, 3,
+        "started by a notification, woken by its timer, then by the signal's notification"
+    );
 }
 
 #[sqlx::test(migrations = false)]

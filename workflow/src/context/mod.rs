@@ -28,6 +28,7 @@ mod signal;
 mod wait;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -108,6 +109,7 @@ struct Inner {
     metrics: Metrics,
     wake_local: Arc<Notify>,
     hooks: Option<Arc<dyn Hooks>>,
+    record_start_after: Duration,
     state: Mutex<ExecState>,
 }
 
@@ -130,6 +132,7 @@ pub(crate) struct ContextParts {
     pub metrics: Metrics,
     pub wake_local: Arc<Notify>,
     pub hooks: Option<Arc<dyn Hooks>>,
+    pub record_start_after: Duration,
     pub interrupts: InterruptState,
 }
 
@@ -147,6 +150,7 @@ impl WorkflowContext {
                 metrics: parts.metrics,
                 wake_local: parts.wake_local,
                 hooks: parts.hooks,
+                record_start_after: parts.record_start_after,
                 state: Mutex::new(ExecState {
                     next_index: 0,
                     replayed: 0,

@@ -1,5 +1,20 @@
-//! [`WorkflowContext::run`]: a step with side effects, recorded before it runs (so a crash inside it
-//! is seen) and after (its result), retried under its policy by parking the run.
+//! [`WorkflowContext::run`]: a step with side effects, retried under its policy by parking the run.
+//!
+//! # How a step is recorded, and what a crash costs
+//! A step that returns quickly (within the engine's `record_start_after`, 100 ms by default) costs
+//! one statement: its attempt and its result, fenced by the lease, in one commit. A step still
+//! running then is recorded as `running` while it goes on, and closed when it returns: two commits.
+//! Either way its result is durable before the workflow's next step starts, so the next step's
+//! input never depends on an unrecorded result.
+//!
+//! What a crash costs: a step whose process dies before its result is recorded runs again, under the
+//! same idempotency key (the at-least-once contract every step already has). A slow step's crashed
+//! attempt is on record and counts against its retry policy (`worker_lost`); a quick step's crashed
+//! attempt left no row, so it is simply run again as the same attempt. The price of the one-commit
+//! path: a step that kills its process within its first 100 ms, every time, is retried without end
+//! instead of given up after its attempts (the loop shows as a growing `workflow.run.executions`,
+//! one execution span per crash). An engine built with `record_start_after(Duration::ZERO)` records
+//! every attempt that does not finish at once before it goes on, and counts every crash.
 
 use std::future::Future;
 
@@ -8,10 +23,10 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
 use super::{ParkReason, StepContext, WorkflowContext};
-use crate::core::{self, AttemptAction, AttemptStatus, RetryPolicy, StepDecision, StepKind};
+use crate::core::{self, AttemptAction, RetryPolicy, StepDecision, StepKind};
 use crate::error::{StepError, WorkflowError};
 use crate::hooks::HookPoint;
-use crate::store::{self, AttemptEnd, NewAttempt};
+use crate::store::{self, AttemptEnd, RecordedAttempt};
 use crate::telemetry::{self};
 
 impl WorkflowContext {
@@ -55,14 +70,19 @@ impl WorkflowContext {
                 // Its worker died inside the step; the lease expired and this execution took over.
                 let error = StepError::retryable("worker_lost", "the worker running this attempt stopped");
                 let retry_at = retry.then(|| self.now());
-                let mut tx = self.inner.pool.begin().await?;
-                store::fence(&mut tx, &self.inner.lease).await?;
                 let end = AttemptEnd::Failed {
                     error: &error,
                     retry_at,
                 };
-                store::finish_attempt(&mut tx, self.run_id(), index, attempt, end, self.now()).await?;
-                tx.commit().await?;
+                store::close_attempt(
+                    &self.inner.pool,
+                    &self.inner.lease,
+                    index,
+                    attempt,
+                    end,
+                    self.now(),
+                )
+                .await?;
                 self.inner
                     .metrics
                     .step_attempt(self.workflow_name(), name, "abandoned");
@@ -80,25 +100,11 @@ impl WorkflowContext {
             }
         };
 
-        // Record the attempt before running it: if this process dies inside `f`, the row stays
-        // `running`, and whoever takes the run over knows an attempt was in flight.
+        // How an attempt is recorded: a step that returns within `record_start_after` is recorded
+        // once, attempt and result together, in one statement. A step still running then is
+        // recorded as `running` while it goes on (so if this process dies inside it, whoever takes
+        // the run over knows an attempt was in flight and counts it), and closed when it returns.
         let started_at = self.now();
-        let mut tx = self.inner.pool.begin().await?;
-        store::fence(&mut tx, &self.inner.lease).await?;
-        let row = NewAttempt {
-            step_index: index,
-            step_name: name,
-            kind: StepKind::Run,
-            attempt,
-            status: AttemptStatus::Running,
-            output: None,
-            wake_at: None,
-            child_run_id: None,
-            started_at,
-        };
-        store::insert_attempt(&mut tx, self.run_id(), row).await?;
-        tx.commit().await?;
-
         let span = telemetry::step_span(&self.inner.identity, name, StepKind::Run, attempt);
         let step = StepContext {
             run_id: self.run_id(),
@@ -107,7 +113,27 @@ impl WorkflowContext {
             attempt,
             idempotency_key: format!("{}/{name}/{index}", self.run_id()),
         };
-        let result = f(step).instrument(span.clone()).await;
+        let work = f(step).instrument(span.clone());
+        tokio::pin!(work);
+        let mut recorded_running = false;
+        let result = tokio::select! {
+            biased;
+            result = &mut work => result,
+            () = tokio::time::sleep(self.inner.record_start_after) => {
+                let running = RecordedAttempt {
+                    step_index: index,
+                    step_name: name,
+                    kind: StepKind::Run,
+                    attempt,
+                    started_at,
+                    end: None,
+                };
+                // If this fails the step's future is dropped here, as a crash would stop it.
+                store::record_attempt(&self.inner.pool, &self.inner.lease, running).await?;
+                recorded_running = true;
+                work.await
+            }
+        };
         let result = match result {
             Ok(v) => {
                 serde_json::to_value(v).map_err(|e| StepError::permanent("serialization", e.to_string()))
@@ -126,8 +152,6 @@ impl WorkflowContext {
 
         let now = self.now();
         let action = core::after_attempt(&policy, attempt, result, now);
-        let mut tx = self.inner.pool.begin().await?;
-        store::fence(&mut tx, &self.inner.lease).await?;
         let end = match &action {
             AttemptAction::Complete(v) => AttemptEnd::Completed(v),
             AttemptAction::RetryAt { at, error } => AttemptEnd::Failed {
@@ -139,8 +163,19 @@ impl WorkflowContext {
                 retry_at: None,
             },
         };
-        store::finish_attempt(&mut tx, self.run_id(), index, attempt, end, now).await?;
-        tx.commit().await?;
+        if recorded_running {
+            store::close_attempt(&self.inner.pool, &self.inner.lease, index, attempt, end, now).await?;
+        } else {
+            let row = RecordedAttempt {
+                step_index: index,
+                step_name: name,
+                kind: StepKind::Run,
+                attempt,
+                started_at,
+                end: Some((end, now)),
+            };
+            store::record_attempt(&self.inner.pool, &self.inner.lease, row).await?;
+        }
         match action {
             AttemptAction::Complete(v) => {
                 self.inner.metrics.step_attempt(self.workflow_name(), name, "ok");
