@@ -51,7 +51,7 @@ lint: ## rustfmt and clippy only (no stack needed)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-bench: ## benchmarks (printed, not asserted) against the native stack: messaging traced vs untraced, workflow engine vs raw PostgreSQL
+bench: ## benchmarks (printed, not asserted) against the native stack: messaging traced vs untraced, workflow engine vs raw PostgreSQL and DBOS
 	@$(INFRA) up
 	cargo bench -p pizza-messaging --bench throughput
 	cargo bench -p pizza-workflow --bench throughput

@@ -1,11 +1,15 @@
-//! Throughput of the engine against the real PostgreSQL, beside the database's own speed.
+//! Throughput of the engine against the real PostgreSQL, beside the database's own speed and beside a
+//! peer engine.
 //!
 //! `make bench` (or `cargo bench -p pizza-workflow --bench throughput`). For 1, 2 and 4 workers (one
 //! execution at a time each), it starts a batch of runs of the 3-step demo workflow, then times the
-//! workers from start to the last run completed, and prints runs/s and steps/s. In the same process
-//! and against the same PostgreSQL it times raw single-row transactions (`begin; insert; commit`) from
-//! one and from four connections, and prints the workflow's steps/s as a ratio of those: the price of
-//! durability, since every step is recorded before and after it runs, in its own transactions.
+//! workers from start to the last run completed, and prints runs/s, steps/s, and the PostgreSQL
+//! commits each step cost (`pg_stat_database.xact_commit` of the benchmark's own database, counted
+//! after every connection closed so the counts are flushed, less the benchmark's own polling). In the
+//! same process and against the same PostgreSQL it times raw single-row transactions (`begin; insert;
+//! commit`) from one and from four connections, and prints the workflow's steps/s as a ratio of those:
+//! the price of durability. Last, DBOS Transact (Python) runs the same three-step workflow on the same
+//! server (`benches/dbos/peer.sh`, which installs it once into a cached virtualenv).
 //!
 //! Nothing is asserted: speed depends on the machine. Spans are not exported (no subscriber), so this
 //! measures the engine and the database, not the telemetry pipeline. `cargo test --all-targets`
@@ -36,30 +40,87 @@ fn main() -> anyhow::Result<()> {
         .block_on(bench())
 }
 
+/// A database of the benchmark's own on the stack's server, dropped at the end.
+struct BenchDatabase {
+    admin: PgPool,
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    async fn create(admin: &PgPool, admin_url: &str, suffix: &str) -> anyhow::Result<Self> {
+        let name = format!("pizza_workflow_bench_{}{suffix}", std::process::id());
+        // The name is made here from the process id, never from input, so formatting it into SQL is
+        // safe.
+        sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
+            .execute(admin)
+            .await?;
+        let (server, _) = admin_url.rsplit_once('/').expect("a database URL with a path");
+        Ok(Self {
+            admin: admin.clone(),
+            url: format!("{server}/{name}"),
+            name,
+        })
+    }
+
+    /// Commits so far in this database, once every connection to it has closed (a backend flushes
+    /// its statistics when it exits).
+    async fn commits(&self) -> anyhow::Result<i64> {
+        for _ in 0..500 {
+            let open: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1")
+                .bind(&self.name)
+                .fetch_one(&self.admin)
+                .await?;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut conn = self.admin.acquire().await?;
+        sqlx::query("select pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await?;
+        Ok(
+            sqlx::query_scalar("select xact_commit from pg_stat_database where datname = $1")
+                .bind(&self.name)
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "drop database if exists {} with (force)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
 async fn bench() -> anyhow::Result<()> {
     let admin_url = Stack::from_env().database_url;
-    let name = format!("pizza_workflow_bench_{}", std::process::id());
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(&admin_url)
         .await?;
-    // The name is made here from the process id, never from input, so formatting it into SQL is safe.
-    sqlx::raw_sql(AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await?;
-    let (server, _) = admin_url.rsplit_once('/').expect("a database URL with a path");
-    let url = format!("{server}/{name}");
-    let result = measure(&url).await;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(&admin)
-    .await?;
-    result
+    let db = BenchDatabase::create(&admin, &admin_url, "").await?;
+    let result = measure(&db).await;
+    db.drop().await?;
+    result?;
+    let peer_db = BenchDatabase::create(&admin, &admin_url, "_dbos").await?;
+    let peer = dbos_peer(&peer_db.url);
+    peer_db.drop().await?;
+    match peer {
+        Ok(line) => println!("{line}"),
+        Err(e) => println!("DBOS Transact peer: not measured ({e:#})"),
+    }
+    Ok(())
 }
 
-async fn measure(url: &str) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+async fn measure(db: &BenchDatabase) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new().max_connections(16).connect(&db.url).await?;
     pizza_workflow::migrate(&pool).await?;
     demo::migrate(&pool).await?;
     pool.execute("create table raw_bench (id bigserial primary key, v bigint not null)")
@@ -67,27 +128,29 @@ async fn measure(url: &str) -> anyhow::Result<()> {
 
     let raw_1 = raw_transactions(&pool, 1).await?;
     let raw_4 = raw_transactions(&pool, 4).await?;
+    pool.close().await;
     println!("PostgreSQL, raw single-row transactions: {raw_1:.0}/s from 1 connection, {raw_4:.0}/s from 4");
     println!();
     println!(
-        "{:>7} {:>6} {:>9} {:>9} {:>10} {:>14} {:>14}",
-        "workers", "runs", "seconds", "runs/s", "steps/s", "steps/raw(1)", "steps/raw(4)"
+        "{:>7} {:>6} {:>9} {:>9} {:>10} {:>14} {:>14} {:>14}",
+        "workers", "runs", "seconds", "runs/s", "steps/s", "steps/raw(1)", "steps/raw(4)", "commits/step"
     );
     for workers in [1usize, 2, 4] {
-        let (seconds, runs_per_s, steps_per_s) = workflow_throughput(&pool, workers).await?;
+        let m = workflow_throughput(db, workers).await?;
         println!(
-            "{workers:>7} {RUNS:>6} {seconds:>9.2} {runs_per_s:>9.1} {steps_per_s:>10.1} {:>14.3} {:>14.3}",
-            steps_per_s / raw_1,
-            steps_per_s / raw_4,
+            "{workers:>7} {RUNS:>6} {:>9.2} {:>9.1} {:>10.1} {:>14.3} {:>14.3} {:>14.2}",
+            m.seconds,
+            m.runs_per_s,
+            m.steps_per_s,
+            m.steps_per_s / raw_1,
+            m.steps_per_s / raw_4,
+            m.commits_per_step,
         );
     }
     println!();
-    println!("A step costs two transactions (record the attempt, record its result) plus the fence check in");
-    println!(
-        "each; a run adds its claim and its completion. The ratio is the fraction of the database's raw"
-    );
-    println!("commit rate that ends up as workflow steps.");
-    pool.close().await;
+    println!("A step that returns at once costs one statement: its attempt and result, fenced by the lease,");
+    println!("in one commit. A run adds its claim (with its history, one statement) and its end (one).");
+    println!("The ratio is the fraction of the database's raw commit rate that ends up as workflow steps.");
     Ok(())
 }
 
@@ -116,9 +179,19 @@ async fn raw_transactions(pool: &PgPool, clients: usize) -> anyhow::Result<f64> 
     Ok((per_client * clients) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Seconds, runs/s and steps/s for `RUNS` runs of the 3-step workflow with `workers` workers.
-async fn workflow_throughput(pool: &PgPool, workers: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let engine = Engine::builder(pool.clone()).build();
+/// One row of the table.
+struct Measured {
+    seconds: f64,
+    runs_per_s: f64,
+    steps_per_s: f64,
+    commits_per_step: f64,
+}
+
+/// `RUNS` runs of the 3-step workflow with `workers` workers: time, rates and commits per step.
+async fn workflow_throughput(db: &BenchDatabase, workers: usize) -> anyhow::Result<Measured> {
+    // Start the runs on a pool of their own, closed before counting: the starts are not the steps.
+    let starter = PgPoolOptions::new().max_connections(4).connect(&db.url).await?;
+    let engine = Engine::builder(starter.clone()).build();
     let mut runs = Vec::with_capacity(RUNS);
     for n in 0..RUNS {
         runs.push(
@@ -127,6 +200,10 @@ async fn workflow_throughput(pool: &PgPool, workers: usize) -> anyhow::Result<(f
                 .await?,
         );
     }
+    starter.close().await;
+    let before = db.commits().await?;
+    let pool = PgPoolOptions::new().max_connections(16).connect(&db.url).await?;
+    let engine = Engine::builder(pool.clone()).build();
     let (stop, _) = watch::channel(false);
     let workflows = Arc::new(demo::workflows(pool.clone()));
     let started = Instant::now();
@@ -137,7 +214,7 @@ async fn workflow_throughput(pool: &PgPool, workers: usize) -> anyhow::Result<(f
             WorkerConfig {
                 id: format!("bench-{i}"),
                 lease: Duration::from_secs(30),
-                poll_interval: Duration::from_millis(10),
+                poll_interval: WorkerConfig::default().poll_interval,
                 concurrency: 1,
             },
         );
@@ -146,22 +223,63 @@ async fn workflow_throughput(pool: &PgPool, workers: usize) -> anyhow::Result<(f
             let _ = stopped.wait_for(|s| *s).await;
         })));
     }
+    // Each look is one commit in the measured database; they are counted and taken off.
+    let mut looks = 0i64;
     loop {
+        looks += 1;
         let left: i64 = sqlx::query_scalar(
             "select count(*) from workflow.runs where workflow_name = $1 and status <> 'completed'",
         )
         .bind(demo::THREE_STEPS)
-        .fetch_one(pool)
+        .fetch_one(&pool)
         .await?;
         if left == 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     for h in handles {
         h.await??;
     }
-    Ok((seconds, RUNS as f64 / seconds, (RUNS * 3) as f64 / seconds))
+    // Clear the runs for the next row, outside the count.
+    pool.close().await;
+    let after = db.commits().await?;
+    let cleaner = PgPoolOptions::new().max_connections(1).connect(&db.url).await?;
+    cleaner
+        .execute("truncate workflow.step_attempts, workflow.signals, workflow.runs")
+        .await?;
+    cleaner.close().await;
+    let steps = (RUNS * 3) as f64;
+    Ok(Measured {
+        seconds,
+        runs_per_s: RUNS as f64 / seconds,
+        steps_per_s: steps / seconds,
+        commits_per_step: (after - before - looks) as f64 / steps,
+    })
+}
+
+/// Runs DBOS Transact's three-step workflow against `url` (a database of its own on the same
+/// server) and returns the line to print.
+fn dbos_peer(url: &str) -> anyhow::Result<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/dbos/peer.sh");
+    let output = std::process::Command::new(script)
+        .arg(url)
+        .arg(RUNS.to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(output.status.success(), "{script} exited with {}", output.status);
+    let line = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or_default())?;
+    let rate = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
+    Ok(format!(
+        "DBOS Transact {} (Python), the same 3-step workflow on the same server, {} runs: \
+         {:.1} steps/s from 1 caller, {:.1} steps/s from 4",
+        result["version"].as_str().unwrap_or("?"),
+        RUNS,
+        rate("callers_1"),
+        rate("callers_4"),
+    ))
 }

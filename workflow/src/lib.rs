@@ -27,15 +27,24 @@
 //! ```
 //!
 //! # How it works
-//! A run is a row. Workers claim due rows with `for update skip locked`, hold them under a lease
-//! renewed by heartbeats, and execute the workflow function. The function runs from the top in every
-//! execution; each step call is matched by position and name against the recorded steps, and returns
-//! the recorded result instead of running again (replay). The first unrecorded step runs, recorded
-//! before (so a crash inside it is seen) and after (its result). A sleep, a wait or a retry back-off
-//! parks the run: `available_at` is set to when it is due and the execution ends; the row is the
-//! timer. A worker that dies loses its lease when it expires, and another worker replays the run and
-//! goes on. Each step gets an idempotency key for its side effects, since a step interrupted by a
-//! crash runs again.
+//! A run is a row. Workers claim due rows with `for update skip locked` (with their recorded steps,
+//! in the same statement), hold them under a lease on the database's clock renewed by heartbeats, and
+//! execute the workflow function. The function runs from the top in every execution; each step call
+//! is matched by position and name against the recorded steps, and returns the recorded result
+//! instead of running again (replay). The first unrecorded step runs and is recorded: a step that
+//! returns quickly in one statement, attempt and result together; a slow one also as it starts, so a
+//! crash inside it is seen (see [`WorkflowContext::run`]). Its result is durable before the next step
+//! starts. A sleep, a wait or a retry back-off parks the run: `available_at` is set to when it is due
+//! and the execution ends; the row is the timer. A worker that dies loses its lease when it expires,
+//! and another worker replays the run and goes on. Each step gets an idempotency key for its side
+//! effects, since a step interrupted by a crash runs again.
+//!
+//! # How workers wake
+//! Starts, signals, cancels and a child's end send `NOTIFY` when they commit; every worker listens,
+//! and an idle worker sleeps until the earliest timer or lease expiry of its workflows or until a
+//! notification, whichever comes first. Polling (`WorkerConfig::poll_interval`, 5 s) is only the
+//! safety net for a notification lost while a listening connection was down. An idle worker costs
+//! one query pair per wake-up and a listening connection.
 //!
 //! # Layout
 //! - [`core`]: the deterministic core: replay decisions, the retry policy, waits, interrupts, the run

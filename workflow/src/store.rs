@@ -18,9 +18,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgExecutor, PgPool, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -282,6 +282,15 @@ pub(crate) async fn next_due(
     Ok(seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
+/// A fenced write's outcome: one row written, or the lease is gone and nothing was.
+fn fenced(done: PgQueryResult) -> Result<(), WorkflowError> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
 /// A duration as whole milliseconds for SQL (`$n * interval '1 millisecond'`).
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -420,38 +429,6 @@ pub(crate) enum AttemptEnd<'a> {
     },
 }
 
-/// Closes an attempt row.
-pub(crate) async fn finish_attempt(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    step_index: u32,
-    attempt: u32,
-    end: AttemptEnd<'_>,
-    now: OffsetDateTime,
-) -> Result<(), WorkflowError> {
-    let (status, output, error, retry_at) = match end {
-        AttemptEnd::Completed(v) => ("completed", Some(v.clone()), None, None),
-        AttemptEnd::Failed { error, retry_at } => {
-            ("failed", None, Some(serde_json::to_value(error)?), retry_at)
-        }
-    };
-    sqlx::query(
-        "update workflow.step_attempts set status = $4, output = $5, error = $6, retry_at = $7, finished_at = $8 \
-         where run_id = $1 and step_index = $2 and attempt = $3",
-    )
-    .bind(run_id)
-    .bind(step_index as i32)
-    .bind(attempt as i32)
-    .bind(status)
-    .bind(output)
-    .bind(error)
-    .bind(retry_at)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// An attempt as recorded in one fenced statement: a step that finished before anything was
 /// recorded (`Completed`/`Failed` at once), or one that is recorded as it starts (`Running`).
 #[derive(Debug)]
@@ -511,16 +488,13 @@ pub(crate) async fn record_attempt(
     .bind(a.end.as_ref().map(|(_, at)| *at))
     .execute(pool)
     .await?;
-    if inserted.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(WorkflowError::LeaseLost)
-    }
+    fenced(inserted)
 }
 
-/// Closes an attempt recorded as running, in one statement fenced by the lease.
+/// Closes an attempt recorded as running or waiting, in one statement fenced by the lease (on its
+/// own, or inside a transaction that does more).
 pub(crate) async fn close_attempt(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     lease: &Lease,
     step_index: u32,
     attempt: u32,
@@ -544,13 +518,9 @@ pub(crate) async fn close_attempt(
     .bind(error)
     .bind(retry_at)
     .bind(now)
-    .execute(pool)
+    .execute(db)
     .await?;
-    if updated.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(WorkflowError::LeaseLost)
-    }
+    fenced(updated)
 }
 
 /// Records that an interrupt was delivered to the step call at `step_index`.
@@ -571,11 +541,7 @@ pub(crate) async fn record_interrupt(
     .bind(step_index as i32)
     .execute(&mut *conn)
     .await?;
-    if updated.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(WorkflowError::LeaseLost)
-    }
+    fenced(updated)
 }
 
 /// Parks the run until `until`, and records this execution as what will wake it (a timer). If
@@ -610,11 +576,7 @@ pub(crate) async fn park(
     .bind(reason)
     .execute(&mut *conn)
     .await?;
-    if updated.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(WorkflowError::LeaseLost)
-    }
+    fenced(updated)
 }
 
 /// Ends the run and, if it is a child, wakes its parent (with `cause` as what woke it), in one

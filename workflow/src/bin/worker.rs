@@ -19,8 +19,9 @@ struct Args {
     /// Lease length in milliseconds.
     #[arg(long, env = "PIZZA_WORKFLOW_LEASE_MS", default_value_t = 30_000)]
     lease_ms: u64,
-    /// Poll interval in milliseconds.
-    #[arg(long, env = "PIZZA_WORKFLOW_POLL_MS", default_value_t = 200)]
+    /// The longest an idle worker sleeps before it looks again, in milliseconds: a safety net, since
+    /// it wakes on notifications and at the next due time.
+    #[arg(long, env = "PIZZA_WORKFLOW_POLL_MS", default_value_t = 5_000)]
     poll_ms: u64,
     /// Executions at once.
     #[arg(long, env = "PIZZA_WORKFLOW_CONCURRENCY", default_value_t = 4)]

@@ -78,16 +78,8 @@ impl WorkflowContext {
                     json!({ "status": child.status, "run_id": child_id, "output": child.output, "error": child.error })
                 };
                 let mut tx = self.inner.pool.begin().await?;
-                store::fence(&mut tx, &self.inner.lease).await?;
-                store::finish_attempt(
-                    &mut tx,
-                    self.run_id(),
-                    index,
-                    wait.attempt,
-                    AttemptEnd::Completed(&output),
-                    now,
-                )
-                .await?;
+                let end = AttemptEnd::Completed(&output);
+                store::close_attempt(&mut *tx, &self.inner.lease, index, wait.attempt, end, now).await?;
                 if timed_out {
                     store::request_cancel(&mut tx, child_id, now).await?;
                 }

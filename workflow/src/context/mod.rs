@@ -287,7 +287,7 @@ impl WorkflowContext {
                 error: &error,
                 retry_at: None,
             };
-            store::finish_attempt(&mut tx, self.run_id(), index, wait.attempt, end, self.now()).await?;
+            store::close_attempt(&mut *tx, &self.inner.lease, index, wait.attempt, end, self.now()).await?;
             if let Some(child) = wait.child_run_id {
                 store::request_cancel(&mut tx, child, self.now()).await?;
             }

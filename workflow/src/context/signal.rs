@@ -94,7 +94,7 @@ impl WorkflowContext {
                         error: &error,
                         retry_at: None,
                     };
-                    store::finish_attempt(&mut tx, self.run_id(), index, 1, end, now).await?;
+                    store::close_attempt(&mut *tx, &self.inner.lease, index, 1, end, now).await?;
                     tx.commit().await?;
                     Ok(Err(error))
                 }

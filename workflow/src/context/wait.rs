@@ -77,18 +77,9 @@ impl WorkflowContext {
         match core::decide_wait(false, wait.wake_at.unwrap_or(now), now) {
             WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
             WaitDecision::Resolved { .. } => {
-                let mut tx = self.inner.pool.begin().await?;
-                store::fence(&mut tx, &self.inner.lease).await?;
-                store::finish_attempt(
-                    &mut tx,
-                    self.run_id(),
-                    index,
-                    wait.attempt,
-                    AttemptEnd::Completed(&Value::Null),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
+                let end = AttemptEnd::Completed(&Value::Null);
+                store::close_attempt(&self.inner.pool, &self.inner.lease, index, wait.attempt, end, now)
+                    .await?;
                 self.emit_wait(ResolvedWait {
                     kind: "sleep",
                     step_name: name,
@@ -188,15 +179,8 @@ impl WorkflowContext {
                     };
                     store::insert_attempt(&mut tx, self.run_id(), row).await?;
                 } else {
-                    store::finish_attempt(
-                        &mut tx,
-                        self.run_id(),
-                        index,
-                        attempt,
-                        AttemptEnd::Completed(&output),
-                        now,
-                    )
-                    .await?;
+                    let end = AttemptEnd::Completed(&output);
+                    store::close_attempt(&mut *tx, &self.inner.lease, index, attempt, end, now).await?;
                 }
                 tx.commit().await?;
                 self.emit_wait(ResolvedWait {
