@@ -13,7 +13,7 @@
 //! wakes up after another worker took the run over finds no row to update and stops
 //! ([`WorkflowError::LeaseLost`]): the claim bumped `executions`, so the stale token no longer matches.
 //! Fencing needs no clock: the token is exact. Time decides only when a lease is over, and that is
-//! the database's time (see [`claim`]).
+//! the database's time (see `claim`).
 
 use std::time::Duration;
 
@@ -442,20 +442,33 @@ pub(crate) struct RecordedAttempt<'a> {
     pub end: Option<(AttemptEnd<'a>, OffsetDateTime)>,
 }
 
-/// The columns an attempt's end writes: status, output, error, retry_at.
-fn end_columns(
-    end: Option<&AttemptEnd<'_>>,
-) -> Result<(&'static str, Option<Value>, Option<Value>, Option<OffsetDateTime>), WorkflowError> {
-    Ok(match end {
-        None => (AttemptStatus::Running.as_str(), None, None, None),
-        Some(AttemptEnd::Completed(v)) => (AttemptStatus::Completed.as_str(), Some((*v).clone()), None, None),
-        Some(AttemptEnd::Failed { error, retry_at }) => (
-            AttemptStatus::Failed.as_str(),
-            None,
-            Some(serde_json::to_value(error)?),
-            *retry_at,
-        ),
-    })
+/// The columns an attempt's end writes.
+struct EndColumns {
+    status: &'static str,
+    output: Option<Value>,
+    error: Option<Value>,
+    retry_at: Option<OffsetDateTime>,
+}
+
+impl EndColumns {
+    fn of(end: Option<&AttemptEnd<'_>>) -> Result<Self, WorkflowError> {
+        let (status, output, error, retry_at) = match end {
+            None => (AttemptStatus::Running, None, None, None),
+            Some(AttemptEnd::Completed(v)) => (AttemptStatus::Completed, Some((*v).clone()), None, None),
+            Some(AttemptEnd::Failed { error, retry_at }) => (
+                AttemptStatus::Failed,
+                None,
+                Some(serde_json::to_value(error)?),
+                *retry_at,
+            ),
+        };
+        Ok(Self {
+            status: status.as_str(),
+            output,
+            error,
+            retry_at,
+        })
+    }
 }
 
 /// Records an attempt in one statement, fenced by the lease: one round trip and one commit. `Err(
@@ -465,7 +478,12 @@ pub(crate) async fn record_attempt(
     lease: &Lease,
     a: RecordedAttempt<'_>,
 ) -> Result<(), WorkflowError> {
-    let (status, output, error, retry_at) = end_columns(a.end.as_ref().map(|(e, _)| e))?;
+    let EndColumns {
+        status,
+        output,
+        error,
+        retry_at,
+    } = EndColumns::of(a.end.as_ref().map(|(e, _)| e))?;
     let inserted = sqlx::query(concat!(
         "insert into workflow.step_attempts \
              (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, started_at, \
@@ -501,7 +519,12 @@ pub(crate) async fn close_attempt(
     end: AttemptEnd<'_>,
     now: OffsetDateTime,
 ) -> Result<(), WorkflowError> {
-    let (status, output, error, retry_at) = end_columns(Some(&end))?;
+    let EndColumns {
+        status,
+        output,
+        error,
+        retry_at,
+    } = EndColumns::of(Some(&end))?;
     let updated = sqlx::query(concat!(
         "update workflow.step_attempts set status = $6, output = $7, error = $8, retry_at = $9, \
              finished_at = $10 \
