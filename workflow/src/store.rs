@@ -478,12 +478,7 @@ pub(crate) async fn record_attempt(
     lease: &Lease,
     a: RecordedAttempt<'_>,
 ) -> Result<(), WorkflowError> {
-    let EndColumns {
-        status,
-        output,
-        error,
-        retry_at,
-    } = EndColumns::of(a.end.as_ref().map(|(e, _)| e))?;
+    let end_columns = EndColumns::of(a.end.as_ref().map(|(e, _)| e))?;
     let inserted = sqlx::query(concat!(
         "insert into workflow.step_attempts \
              (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, started_at, \
@@ -498,10 +493,10 @@ pub(crate) async fn record_attempt(
     .bind(a.step_name)
     .bind(a.kind.as_str())
     .bind(a.attempt as i32)
-    .bind(status)
-    .bind(output)
-    .bind(error)
-    .bind(retry_at)
+    .bind(end_columns.status)
+    .bind(end_columns.output)
+    .bind(end_columns.error)
+    .bind(end_columns.retry_at)
     .bind(a.started_at)
     .bind(a.end.as_ref().map(|(_, at)| *at))
     .execute(pool)
@@ -519,12 +514,7 @@ pub(crate) async fn close_attempt(
     end: AttemptEnd<'_>,
     now: OffsetDateTime,
 ) -> Result<(), WorkflowError> {
-    let EndColumns {
-        status,
-        output,
-        error,
-        retry_at,
-    } = EndColumns::of(Some(&end))?;
+    let end_columns = EndColumns::of(Some(&end))?;
     let updated = sqlx::query(concat!(
         "update workflow.step_attempts set status = $6, output = $7, error = $8, retry_at = $9, \
              finished_at = $10 \
@@ -536,10 +526,10 @@ pub(crate) async fn close_attempt(
     .bind(lease.execution)
     .bind(step_index as i32)
     .bind(attempt as i32)
-    .bind(status)
-    .bind(output)
-    .bind(error)
-    .bind(retry_at)
+    .bind(end_columns.status)
+    .bind(end_columns.output)
+    .bind(end_columns.error)
+    .bind(end_columns.retry_at)
     .bind(now)
     .execute(db)
     .await?;
