@@ -17,28 +17,22 @@ CACHE=${PIZZA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pizza-infra}
 RUN=${PIZZA_RUN_DIR:-$ROOT/.run}
 KUSTOMIZE_VERSION=v5.8.1
 
-say() { printf '[deploy-tools %4ss] %s\n' "$SECONDS" "$*" >&2; }
-fail() {
-  printf '\n[deploy-tools] FAILED: %s\n[deploy-tools]   command: %s\n[deploy-tools]   try:     %s\n' "$1" "$2" "$3" >&2
-  exit 1
-}
+TAG=deploy-tools
+# shellcheck source=deploy/local/lib.sh
+. "$ROOT/deploy/local/lib.sh"
 
 kustomize_bin() { echo "$CACHE/kustomize-$KUSTOMIZE_VERSION/bin/kustomize"; }
 
 install_kustomize() {
-  local bin log
+  local bin
   bin=$(kustomize_bin)
   [ -x "$bin" ] && return 0
-  command -v go >/dev/null || fail kustomize "go version" "install Go >= 1.24 (the native stack needs it too)"
-  mkdir -p "$RUN/deploy-tools" "$(dirname "$bin")"
-  log="$RUN/deploy-tools/install.log"
+  require_go kustomize
+  mkdir -p "$(dirname "$bin")"
   say "kustomize: building $KUSTOMIZE_VERSION with go install (first run only, about a minute)"
-  if ! env GOBIN="$(dirname "$bin")" CGO_ENABLED=0 \
-    go install -trimpath "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" >>"$log" 2>&1; then
-    tail -n 20 "$log" >&2 || true
-    fail kustomize "go install sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
-      "check the Go module proxy is reachable (go env GOPROXY); full output: $log"
-  fi
+  run_step deploy-tools "check the Go module proxy is reachable (go env GOPROXY)" \
+    env GOBIN="$(dirname "$bin")" CGO_ENABLED=0 \
+    go install -trimpath "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
   "$bin" version >/dev/null 2>&1 || fail kustomize "$bin version" "the built binary does not run; delete $(dirname "$bin") and retry"
   say "kustomize: $("$bin" version)"
 }

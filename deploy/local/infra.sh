@@ -25,15 +25,13 @@ RUN=${PIZZA_RUN_DIR:-$ROOT/.run}
 # ---- versions (the cache key of each component) ------------------------------------------------------
 KAFKA_VERSION=4.3.1
 OTELCOL_VERSION=0.159.0
-# Jaeger v2.20.0 by commit is the preferred route; the Go module proxy may refuse commits it has not
-# cached, so the documented fallback is tag v1.76.0 (= Jaeger v2.13.0), built with its replace directive.
-JAEGER_COMMIT=798e4b0fcf22609e381df764a01461affd813e1e
-JAEGER_COMMIT_LABEL=v2.20.0
-JAEGER_FALLBACK_TAG=v1.76.0
-JAEGER_FALLBACK_LABEL=v2.13.0
+# Jaeger v2.12.0 is Go module tag v1.75.0 of github.com/jaegertracing/jaeger (the module has no /v2 path,
+# so its v2 releases carry v1 tags): the release the Go module proxy here approves. Compose and
+# Kubernetes run the image of the same release, jaegertracing/jaeger:2.12.0 (deploy/checks keeps them equal).
+JAEGER_TAG=v1.75.0
+JAEGER_VERSION=v2.12.0
 JAEGER_UI_CRATE=otlp-embedded
 JAEGER_UI_CRATE_VERSION=0.0.2
-GO_MIN=1.24
 
 # ---- ports --------------------------------------------------------------------------------------------
 PG_PORT=${PIZZA_PG_PORT:-55432}
@@ -52,133 +50,9 @@ JAEGER_HEALTH_PORT=13134
 
 ALL=(postgres kafka jaeger collector)
 
-# ---- output -------------------------------------------------------------------------------------------
-# Every line carries the seconds since the script started, so a slow CI run shows where time went.
-say() { printf '[infra %4ss] %s\n' "$SECONDS" "$*" >&2; }
-warn() { printf '[infra %4ss] WARNING: %s\n' "$SECONDS" "$*" >&2; }
-# fail COMPONENT COMMAND HINT: the three things an operator needs when a step breaks.
-fail() {
-  printf '\n[infra] FAILED: %s\n[infra]   command: %s\n[infra]   try:     %s\n' "$1" "$2" "$3" >&2
-  exit 1
-}
-
-# run_step COMPONENT HINT COMMAND...: run, tee output to the component's log, fail with context.
-run_step() {
-  local comp=$1 hint=$2
-  shift 2
-  local log="$RUN/$comp/install.log"
-  mkdir -p "$RUN/$comp"
-  if ! "$@" >>"$log" 2>&1; then
-    tail -n 25 "$log" >&2 || true
-    fail "$comp" "$*" "$hint (full output: $log)"
-  fi
-}
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    fail system "$*" "this step needs root: run it as root, or install sudo"
-  fi
-}
-
-APT_UPDATED=
-apt_install() {
-  local comp=$1
-  shift
-  command -v apt-get >/dev/null || fail "$comp" "apt-get install $*" "install these packages with your system's package manager: $*"
-  if [ -z "$APT_UPDATED" ]; then
-    run_step "$comp" "check the machine reaches Debian's package mirrors" as_root apt-get update -q
-    APT_UPDATED=1
-  fi
-  say "$comp: apt-get install $*"
-  run_step "$comp" "run 'apt-get install -y $*' by hand and read its error" \
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
-
-# ---- process bookkeeping ------------------------------------------------------------------------------
-pidfile() { echo "$RUN/$1/pid"; }
-
-# alive COMPONENT: the saved pid exists and still runs the program we started (not a recycled pid).
-alive() {
-  local f pid
-  f=$(pidfile "$1")
-  [ -f "$f" ] || return 1
-  pid=$(cat "$f")
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
-  grep -q -- "$(cat "$RUN/$1/cmdmark" 2>/dev/null || echo __none__)" "/proc/$pid/cmdline" 2>/dev/null
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-require_free_ports() {
-  local comp=$1 p
-  shift
-  for p in "$@"; do
-    if port_busy "$p"; then
-      fail "$comp" "bind 127.0.0.1:$p" "port $p is taken by another process (see 'ss -ltnp | grep :$p'); stop it, or stop a stack started from another checkout"
-    fi
-  done
-}
-
-# start_bg COMPONENT MARK LOG COMMAND...: start detached in its own session, save the pid.
-start_bg() {
-  local comp=$1 mark=$2 log=$3
-  shift 3
-  mkdir -p "$RUN/$comp"
-  echo "$mark" >"$RUN/$comp/cmdmark"
-  setsid "$@" >>"$log" 2>&1 </dev/null &
-  local pid=$! i
-  echo "$pid" >"$(pidfile "$comp")"
-  # Until the exec, /proc/PID/cmdline still shows this shell; wait for the program to take over so
-  # that `alive` (which checks the command line against a recycled pid) sees it.
-  for i in $(seq 1 50); do
-    grep -q -- "$mark" "/proc/$pid/cmdline" 2>/dev/null && return 0
-    [ -d "/proc/$pid" ] || break
-    sleep 0.1
-  done
-}
-
-# wait_until COMPONENT SECONDS DESCRIPTION COMMAND...: poll until the command succeeds.
-wait_until() {
-  local comp=$1 secs=$2 what=$3
-  shift 3
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$comp"; then
-      tail -n 30 "$RUN/$comp/$comp.log" >&2 || true
-      fail "$comp" "$what" "the process exited during start; read $RUN/$comp/$comp.log"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      tail -n 30 "$RUN/$comp/$comp.log" >&2 || true
-      fail "$comp" "$what" "not ready after ${secs}s; read $RUN/$comp/$comp.log"
-    fi
-    sleep 0.5
-  done
-}
-
-stop_pid() {
-  local comp=$1 f pid i
-  f=$(pidfile "$comp")
-  if ! alive "$comp"; then
-    rm -f "$f"
-    return 0
-  fi
-  pid=$(cat "$f")
-  say "$comp: stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do
-    [ -d "/proc/$pid" ] || break
-    sleep 0.5
-  done
-  if [ -d "/proc/$pid" ]; then
-    warn "$comp: pid $pid ignored SIGTERM for 30s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
+TAG=infra
+# shellcheck source=deploy/local/lib.sh
+. "$HERE/lib.sh"
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------------
 pg_bindir() {
@@ -331,84 +205,21 @@ up_kafka() {
 health_kafka() { kafka_admin ready "127.0.0.1:$KAFKA_PORT" 3 >/dev/null 2>&1; }
 
 # ---- Go builds (Jaeger, Collector) --------------------------------------------------------------------
-require_go() {
-  local comp=$1 v
-  command -v go >/dev/null || fail "$comp" "go version" "install Go >= $GO_MIN (Debian's golang package is too old for Jaeger and the Collector)"
-  v=$(go env GOVERSION | sed 's/^go//')
-  if [ "$(printf '%s\n%s\n' "$GO_MIN" "$v" | sort -V | head -n 1)" != "$GO_MIN" ]; then
-    fail "$comp" "go version" "Go $v is older than $GO_MIN; install a newer Go"
-  fi
-}
-
 jaeger_bin() {
-  local label
-  for label in "$JAEGER_COMMIT_LABEL" "$JAEGER_FALLBACK_LABEL"; do
-    if [ -x "$CACHE/jaeger-$label/bin/jaeger" ]; then
-      echo "$CACHE/jaeger-$label/bin/jaeger"
-      return 0
-    fi
-  done
-  return 1
+  local bin="$CACHE/jaeger-$JAEGER_VERSION/bin/jaeger"
+  [ -x "$bin" ] && echo "$bin"
 }
 
 jaeger_ui() { echo "$CACHE/jaeger-ui-$JAEGER_UI_CRATE-$JAEGER_UI_CRATE_VERSION"; }
 
-build_jaeger_commit() {
-  local out="$CACHE/jaeger-$JAEGER_COMMIT_LABEL"
-  say "jaeger: building Jaeger $JAEGER_COMMIT_LABEL (commit $JAEGER_COMMIT) with go install (5-15 min on first run)"
-  mkdir -p "$out/bin"
-  CGO_ENABLED=0 GOBIN="$out/bin" GOFLAGS=-mod=mod \
-    go install -trimpath "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_COMMIT" >>"$RUN/jaeger/install.log" 2>&1
-}
-
-# The fallback: a throw-away module that requires the tag and carries its replace directive. Jaeger's
-# own go.sum seeds ours, so every dependency is verified against the hashes Jaeger committed.
-build_jaeger_fallback() {
-  local out="$CACHE/jaeger-$JAEGER_FALLBACK_LABEL" mod
-  mod="$out/module"
-  say "jaeger: building Jaeger $JAEGER_FALLBACK_LABEL (tag $JAEGER_FALLBACK_TAG) from a throw-away module (5-15 min on first run)"
-  rm -rf "$mod"
-  mkdir -p "$mod" "$out/bin"
-  run_step jaeger "check the Go module proxy is reachable (go env GOPROXY)" \
-    env -C "$mod" go mod download -x "github.com/jaegertracing/jaeger@$JAEGER_FALLBACK_TAG"
-  local src
-  src=$(cd "$mod" && go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_FALLBACK_TAG" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [ -d "$src" ] || fail jaeger "go mod download github.com/jaegertracing/jaeger@$JAEGER_FALLBACK_TAG" "the module did not download; check the Go proxy"
-  cat >"$mod/go.mod" <<EOF
-module pizza.local/jaeger-build
-
-go 1.24.6
-
-require github.com/jaegertracing/jaeger $JAEGER_FALLBACK_TAG
-
-replace github.com/Shopify/sarama => github.com/Shopify/sarama v1.33.0
-EOF
-  cat >"$mod/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "github.com/jaegertracing/jaeger/cmd/jaeger"
-EOF
-  install -m 0644 "$src/go.sum" "$mod/go.sum"
-  run_step jaeger "cd $mod && go mod tidy; read the error (a module missing from the proxy?)" \
-    env -C "$mod" go mod tidy
-  run_step jaeger "cd $mod && CGO_ENABLED=0 go install -trimpath github.com/jaegertracing/jaeger/cmd/jaeger" \
-    env -C "$mod" CGO_ENABLED=0 GOBIN="$out/bin" go install -trimpath github.com/jaegertracing/jaeger/cmd/jaeger
-}
-
 install_jaeger() {
   mkdir -p "$RUN/jaeger"
   if ! jaeger_bin >/dev/null; then
-    require_go jaeger
-    if ! build_jaeger_commit; then
-      tail -n 3 "$RUN/jaeger/install.log" >&2
-      warn "jaeger: FALLBACK. The Go module proxy would not serve Jaeger $JAEGER_COMMIT_LABEL by commit (above)."
-      warn "jaeger: taking the documented fallback route: tag $JAEGER_FALLBACK_TAG = Jaeger $JAEGER_FALLBACK_LABEL."
-      rm -rf "$CACHE/jaeger-$JAEGER_COMMIT_LABEL"
-      build_jaeger_fallback
-    fi
-    jaeger_bin >/dev/null || fail jaeger "go install .../cmd/jaeger" "no binary was produced; read $RUN/jaeger/install.log"
+    say "jaeger: building Jaeger $JAEGER_VERSION (module tag $JAEGER_TAG) from the Go module proxy (5-15 min on first run)"
+    go_build_pinned jaeger github.com/jaegertracing/jaeger "$JAEGER_TAG" \
+      github.com/jaegertracing/jaeger/cmd/jaeger "$CACHE/jaeger-$JAEGER_VERSION" jaeger \
+      "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION"
+    jaeger_bin >/dev/null || fail jaeger "go build .../cmd/jaeger" "no binary was produced; read $RUN/jaeger/install.log"
   fi
   # The Go module has no built UI; a real Jaeger UI build ships inside a crate on the Rust registry.
   local ui
@@ -500,6 +311,7 @@ collector_env() {
     OTELCOL_OTLP_GRPC_PORT=$OTLP_GRPC_PORT OTELCOL_OTLP_HTTP_PORT=$OTLP_HTTP_PORT \
     OTELCOL_HEALTH_PORT=$COLLECTOR_HEALTH_PORT OTELCOL_METRICS_PORT=$COLLECTOR_METRICS_PORT \
     OTELCOL_PROMETHEUS_PORT=$COLLECTOR_PROMETHEUS_PORT \
+    OTELCOL_STORAGE_DIR="$RUN/collector/file_storage" \
     JAEGER_OTLP_ENDPOINT=127.0.0.1:$JAEGER_OTLP_GRPC_PORT
 }
 

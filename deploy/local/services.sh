@@ -36,6 +36,8 @@ fail() {
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:55432/postgres}
 export PIZZA_KAFKA_BOOTSTRAP=${PIZZA_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
 export PIZZA_TIME_SCALE=${PIZZA_TIME_SCALE:-1.0}
+# The workshop's published admin token: the services accept it only while they listen on loopback, as
+# the addresses below do (one set beyond loopback needs a token of your own, 12 characters or more).
 export PIZZA_ADMIN_TOKEN=${PIZZA_ADMIN_TOKEN:-pizza-workshop}
 export PIZZA_ORDER_ADDR=${PIZZA_ORDER_ADDR:-127.0.0.1:8080}
 export PIZZA_KITCHEN_ADDR=${PIZZA_KITCHEN_ADDR:-127.0.0.1:8081}
@@ -104,7 +106,10 @@ start_one() {
     fail "$name: $(addr_of "$name") already answers, but not from a process this script started; stop it first (another make demo, or a shop with another PIZZA_SERVICES_RUN_DIR)"
   fi
   mkdir -p "$RUN"
-  setsid "$bin" >>"$(logfile "$name")" 2>&1 </dev/null &
+  # A stable name per service (static Kafka group membership, the relay's claims, the workflow's
+  # leases): restarted after a crash, the service resumes at once instead of waiting for its dead
+  # self's session and leases to expire.
+  PIZZA_INSTANCE_ID=${PIZZA_INSTANCE_ID:-$name-0} setsid "$bin" >>"$(logfile "$name")" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$(pidfile "$name")"
   for i in $(seq 1 120); do

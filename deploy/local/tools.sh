@@ -24,6 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${PIZZA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pizza-infra}
 RUN=${PIZZA_RUN_DIR:-$ROOT/.run}
 LOG="$RUN/tools/install.log"
+STEP_LOG=$LOG # every tool's steps in one log
 
 # ---- versions (the cache key of each tool) -------------------------------------------------------------
 PLAYWRIGHT_CORE_VERSION=1.65.1
@@ -65,51 +66,9 @@ SCHEMATHESIS_BIN="$SCHEMATHESIS_VENV/bin/schemathesis"
 # A marker written only after a tool was installed and ran: a half-finished install is redone.
 MARK=.pizza-installed
 
-# ---- output -------------------------------------------------------------------------------------------
-say() { printf '[tools %4ss] %s\n' "$SECONDS" "$*" >&2; }
-# fail TOOL COMMAND HINT: the three things an operator needs when a step breaks.
-fail() {
-  printf '\n[tools] FAILED: %s\n[tools]   command: %s\n[tools]   try:     %s\n' "$1" "$2" "$3" >&2
-  exit 1
-}
-
-# run_step TOOL HINT COMMAND...: run with output to the log, fail with context and the log's tail.
-run_step() {
-  local tool=$1 hint=$2
-  shift 2
-  mkdir -p "$(dirname "$LOG")"
-  printf '\n== %s: %s\n' "$tool" "$*" >>"$LOG"
-  if ! "$@" </dev/null >>"$LOG" 2>&1; then
-    tail -n 25 "$LOG" >&2 || true
-    fail "$tool" "$*" "$hint (full output: $LOG)"
-  fi
-}
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo -n "$@"
-  else
-    fail system "$*" "this step needs root: run it as root, or install sudo, or install the package by hand"
-  fi
-}
-
-APT_UPDATED=
-apt_install() {
-  local tool=$1
-  shift
-  command -v apt-get >/dev/null ||
-    fail "$tool" "apt-get install $*" "install these packages with your system's package manager: $*"
-  if [ -z "$APT_UPDATED" ]; then
-    say "$tool: apt-get update"
-    run_step "$tool" "check the machine reaches Debian's package mirrors" as_root apt-get update -q
-    APT_UPDATED=1
-  fi
-  say "$tool: apt-get install $*"
-  run_step "$tool" "run 'apt-get install -y $*' by hand and read its error" \
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-}
+TAG=tools
+# shellcheck source=deploy/local/lib.sh
+. "$ROOT/deploy/local/lib.sh"
 
 # ---- chromium -----------------------------------------------------------------------------------------
 chromium_bin() { command -v chromium 2>/dev/null || true; }

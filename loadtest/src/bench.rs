@@ -12,34 +12,52 @@
 //!    that rate either way, so throughput is compared where it runs out.
 //! 3. **Spans dropped** at the sustained rate: the services' own span counters (queue full, export
 //!    failed) from the traced run.
+//! 4. **What an order costs** at every step ([`crate::cost`]): PostgreSQL commits, Kafka records and
+//!    spans per completed order, spans a second; and each service's memory and CPU, idle (a window
+//!    before the arrivals start) and under load.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cost::{self, StepCost};
 use crate::faults::Platform;
 use crate::managed::{ManagedOptions, ManagedStack};
 use crate::report::Report;
 use crate::run::{RunOptions, RunResult};
 use crate::scenario::Scenario;
 
-/// One measured run of the bench.
+/// How long the shop sits idle before the arrivals, for the idle figures.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// One measured run of the bench, and what it cost.
 async fn measure(
-    exe: &Path,
     rate: f64,
     step: Duration,
     sdk_disabled: bool,
     dir: &Path,
-) -> anyhow::Result<RunResult> {
+) -> anyhow::Result<(RunResult, StepCost)> {
     let mut scenario = Scenario::parse(include_str!("../scenarios/baseline.yaml"))?;
     scenario.rate = rate;
     scenario.duration = step;
     scenario.name = format!("bench-{rate}{}", if sdk_disabled { "-untraced" } else { "" });
-    let mut options = ManagedOptions::new(exe.to_path_buf());
+    let mut options = ManagedOptions::new();
     options.sdk_disabled = sdk_disabled;
     let stack = Arc::new(ManagedStack::start(options).await?);
     let target = stack.target();
+    let pids = stack.pids().await;
+    // The idle window: started and ready, no traffic yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_from, idle_commits_from) = (
+        cost::sample_all(&pids),
+        cost::commits(&target.database_url).await?,
+    );
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let (load_from, load_commits_from) = (
+        cost::sample_all(&pids),
+        cost::commits(&target.database_url).await?,
+    );
     let platform = Platform::Managed(stack.clone());
     let run_options = RunOptions {
         max_in_flight: 512,
@@ -52,13 +70,40 @@ async fn measure(
         topology: "continuous".into(),
         sdk_disabled,
         quiet: false,
+        sampled: None,
+        export_delay_s: 0.5,
     };
     let mut result = crate::run(&scenario, &target, &platform, &run_options).await;
     drop(platform);
+    let load_to = cost::sample_all(&pids);
+    // Stopped, the services' backends have flushed their counters: every commit is counted.
+    stack.stop_services().await?;
+    let commits_to = cost::commits(&target.database_url).await?;
+    let topics: Vec<String> = target.topics.values().cloned().collect();
+    let kafka_records = cost::kafka_records(&target.kafka_bootstrap, &topics)?;
     let stack = Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("the managed shop is still in use"))?;
     result.report.span_stats = stack.shutdown().await?;
-    result.write(&dir.join(&scenario.name))?;
-    Ok(result)
+    result.report.recheck();
+    let step_cost = StepCost {
+        orders: result
+            .report
+            .orders
+            .by_status
+            .get("completed")
+            .copied()
+            .unwrap_or(0) as u64,
+        commits: commits_to - load_commits_from,
+        kafka_records,
+        spans: dropped(&result.report).0,
+        seconds: step.as_secs_f64(),
+        load: cost::usage_all(&load_from, &load_to),
+        idle: cost::usage_all(&idle_from, &load_from),
+        idle_commits_per_s: (load_commits_from - idle_commits_from) as f64 / IDLE_WINDOW.as_secs_f64(),
+    };
+    let out = dir.join(&scenario.name);
+    result.write(&out)?;
+    std::fs::write(out.join("cost.json"), serde_json::to_string_pretty(&step_cost)?)?;
+    Ok((result, step_cost))
 }
 
 /// Whether a run kept up with its rate (see the module docs).
@@ -84,31 +129,34 @@ fn dropped(r: &Report) -> (u64, u64) {
 /// Climbs the ladder of rates until one is not sustained; adds a table row per rate to `text` and
 /// returns every run by rate, and the highest sustained rate.
 async fn ladder(
-    exe: &Path,
     rates: &[f64],
     step: Duration,
     sdk_disabled: bool,
     dir: &Path,
     text: &mut String,
-) -> anyhow::Result<(Vec<(f64, RunResult)>, Option<f64>)> {
+) -> anyhow::Result<(Vec<(f64, RunResult, StepCost)>, Option<f64>)> {
     let mode = if sdk_disabled { "SDK disabled" } else { "traced" };
     let mut runs = Vec::new();
     let mut best = None;
     for &rate in rates {
-        let r = measure(exe, rate, step, sdk_disabled, dir).await?;
+        let (r, c) = measure(rate, step, sdk_disabled, dir).await?;
         let ok = sustained(&r.report);
         let rep = &r.report;
         let _ = writeln!(
             text,
-            "| {mode} | {rate} | {:.1} | {} | {:.0} | {:.0} | {} | {} |",
+            "| {mode} | {rate} | {:.1} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
             rep.arrivals.accepted_per_s,
             rep.arrivals.late_starts,
             rep.latency_ms.p99,
             rep.end_to_end_ms.p99,
             rep.orders.lost.len(),
+            c.commits_per_order(),
+            c.records_per_order(),
+            c.spans_per_order(),
+            c.spans_per_s(),
             if ok { "yes" } else { "no" }
         );
-        runs.push((rate, r));
+        runs.push((rate, r, c));
         if !ok {
             break;
         }
@@ -118,7 +166,7 @@ async fn ladder(
 }
 
 /// Runs the three benchmarks and returns the printed summary.
-pub async fn run(exe: PathBuf, rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<String> {
+pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -127,24 +175,27 @@ pub async fn run(exe: PathBuf, rates: &[f64], step: Duration, dir: &Path) -> any
     );
     let _ = writeln!(
         text,
-        "| mode | rate/s | accepted/s | late starts | POST p99 ms | end-to-end p99 ms | lost | sustained |"
+        "| mode | rate/s | accepted/s | late starts | POST p99 ms | end-to-end p99 ms | lost | commits/order | Kafka records/order | spans/order | spans/s | sustained |"
     );
-    let _ = writeln!(text, "|---|---|---|---|---|---|---|---|");
-    let (traced_runs, traced_best) = ladder(&exe, rates, step, false, dir, &mut text).await?;
-    let (untraced_runs, untraced_best) = ladder(&exe, rates, step, true, dir, &mut text).await?;
+    let _ = writeln!(text, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let (traced_runs, traced_best) = ladder(rates, step, false, dir, &mut text).await?;
+    let (untraced_runs, untraced_best) = ladder(rates, step, true, dir, &mut text).await?;
     let _ = writeln!(
         text,
         "\nHighest sustained rate: traced **{}**, SDK disabled **{}** orders/s.\n",
         traced_best.map_or("none".into(), |r| r.to_string()),
         untraced_best.map_or("none".into(), |r| r.to_string())
     );
+    if let Some((rate, _, c)) = traced_runs.first() {
+        resources(&mut text, *rate, c, traced_runs.last().map(|(r, _, c)| (*r, c)));
+    }
     let Some(rate) = traced_best else {
         return Ok(text);
     };
-    let at = |runs: &[(f64, RunResult)]| {
+    let at = |runs: &[(f64, RunResult, StepCost)]| {
         runs.iter()
-            .find(|(r, _)| *r == rate)
-            .map(|(_, x)| x.report.clone())
+            .find(|(r, _, _)| *r == rate)
+            .map(|(_, x, _)| x.report.clone())
     };
     let (Some(t), Some(u)) = (at(&traced_runs), at(&untraced_runs)) else {
         return Ok(text);
@@ -177,4 +228,36 @@ pub async fn run(exe: PathBuf, rates: &[f64], step: Duration, dir: &Path) -> any
         "\nSpans at {rate} orders/s: {ended} ended in the services, {lost} dropped (queue full or export failed)."
     );
     Ok(text)
+}
+
+/// The services' memory and CPU: idle (before the first, lowest step) and under load (the lowest
+/// and the highest step of the traced ladder).
+fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64, &StepCost)>) {
+    let _ = writeln!(
+        text,
+        "\nEach service's memory (resident, MB) and CPU (cores busy), traced; idle commits: {:.1}/s.\n",
+        low.idle_commits_per_s
+    );
+    let mut header = format!("| service | idle MB | idle CPU | {low_rate}/s peak MB | {low_rate}/s CPU |");
+    let mut rule = String::from("|---|---|---|---|---|");
+    let high = high.filter(|(r, _)| *r != low_rate);
+    if let Some((rate, _)) = high {
+        let _ = write!(header, " {rate}/s peak MB | {rate}/s CPU |");
+        rule.push_str("---|---|");
+    }
+    let _ = writeln!(text, "{header}\n{rule}");
+    for (service, idle) in &low.idle {
+        let mut row = format!("| {service} | {:.0} | {:.3} |", idle.rss_mb, idle.cores);
+        let mut push = |c: &StepCost| match c.load.get(service) {
+            Some(u) => {
+                let _ = write!(row, " {:.0} | {:.2} |", u.peak_rss_mb, u.cores);
+            }
+            None => row.push_str(" - | - |"),
+        };
+        push(low);
+        if let Some((_, c)) = high {
+            push(c);
+        }
+        let _ = writeln!(text, "{row}");
+    }
 }

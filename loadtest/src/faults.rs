@@ -7,6 +7,8 @@
 //!   (the Collector's service there is `otel-collector`);
 //! - `managed`: a shop this tool started itself ([`crate::managed`]): its own child processes and,
 //!   for broker faults, its private broker.
+//! - `matrix`: one of the shops of a matrix run ([`crate::matrix`]): its own child processes, with a
+//!   private broker and a private Collector shared by the run's shops and faulted once.
 //!
 //! Service faults (`fault-plan`) are `PUT /admin/faults` on the service, cleared with `DELETE`.
 //! Poison records are written straight to the topic with a plain Kafka producer.
@@ -40,6 +42,16 @@ pub enum Platform {
     },
     /// A shop started by this tool.
     Managed(Arc<ManagedStack>),
+    /// One shop of a matrix run: its services are its own; the broker and the Collector are shared
+    /// by the run's shops, and only the `owner` stops and starts them.
+    Matrix {
+        /// The shop.
+        shop: Arc<ManagedStack>,
+        /// The shared broker and Collector.
+        infra: Arc<crate::matrix::SharedInfra>,
+        /// Whether this shop's fault driver acts on the shared parts.
+        owner: bool,
+    },
 }
 
 /// What a process fault does.
@@ -89,6 +101,12 @@ impl Platform {
                 run(&mut command).await
             }
             Platform::Managed(stack) => stack.process(name, op).await,
+            Platform::Matrix { shop, infra, owner } => match name {
+                "kafka" | "collector" if *owner => infra.process(name, op).await,
+                // The owner does it, at the same moment, for every shop of the run.
+                "kafka" | "collector" => Ok(()),
+                _ => shop.process(name, op).await,
+            },
         }
     }
 }
@@ -122,6 +140,31 @@ pub struct FaultEvent {
     pub error: Option<String>,
 }
 
+/// The faults to drive: each `random-kills` becomes the `kill` faults of its schedule (see
+/// [`crate::scenario::Fault::kill_schedule`]), every other fault stays as it is.
+pub fn expand(faults: &[Fault]) -> Vec<Fault> {
+    faults
+        .iter()
+        .flat_map(|fault| match fault.action {
+            Action::RandomKills => fault
+                .kill_schedule()
+                .into_iter()
+                .map(|kill| Fault {
+                    at: kill.at,
+                    duration: Some(kill.restart_after),
+                    action: Action::Kill,
+                    target: kill.target,
+                    plan: None,
+                    count: None,
+                    restart_after: None,
+                    seed: None,
+                })
+                .collect(),
+            _ => vec![fault.clone()],
+        })
+        .collect()
+}
+
 /// Applies every fault of `scenario` due before `end` at its time (relative to `started`) and
 /// undoes it after its duration; returns when every fault has been applied and undone.
 pub async fn drive_faults(
@@ -132,36 +175,33 @@ pub async fn drive_faults(
     end: Duration,
     progress: &Progress,
 ) -> Vec<FaultEvent> {
-    let tasks = scenario
-        .faults
-        .iter()
-        .filter(|f| f.at < end)
-        .map(|fault| async move {
-            let mut events = Vec::new();
-            tokio::time::sleep_until((started + fault.at).into()).await;
+    let faults = expand(&scenario.faults);
+    let tasks = faults.iter().filter(|f| f.at < end).map(|fault| async move {
+        let mut events = Vec::new();
+        tokio::time::sleep_until((started + fault.at).into()).await;
+        let begun = started.elapsed();
+        let result = apply(fault, platform, target).await;
+        events.push(event(
+            started,
+            begun,
+            format!("apply {}", fault.label()),
+            result,
+            progress,
+        ));
+        if let Some(d) = fault.duration {
+            tokio::time::sleep_until((started + fault.at + d).into()).await;
             let begun = started.elapsed();
-            let result = apply(fault, platform, target).await;
+            let result = undo(fault, platform, target).await;
             events.push(event(
                 started,
                 begun,
-                format!("apply {}", fault.label()),
+                format!("undo {}", fault.label()),
                 result,
                 progress,
             ));
-            if let Some(d) = fault.duration {
-                tokio::time::sleep_until((started + fault.at + d).into()).await;
-                let begun = started.elapsed();
-                let result = undo(fault, platform, target).await;
-                events.push(event(
-                    started,
-                    begun,
-                    format!("undo {}", fault.label()),
-                    result,
-                    progress,
-                ));
-            }
-            events
-        });
+        }
+        events
+    });
     let mut all: Vec<FaultEvent> = futures::future::join_all(tasks)
         .await
         .into_iter()
@@ -225,6 +265,7 @@ async fn apply(fault: &Fault, platform: &Platform, target: &Target) -> anyhow::R
             admin(target, &fault.target, reqwest::Method::PUT, Some(plan)).await
         }
         Action::Poison => poison(target, &fault.target, fault.count.unwrap_or(1)).await,
+        Action::RandomKills => bail!("random-kills is driven as the kills of its schedule (faults::expand)"),
     }
 }
 
@@ -232,7 +273,7 @@ async fn undo(fault: &Fault, platform: &Platform, target: &Target) -> anyhow::Re
     match fault.action {
         Action::Kill | Action::Stop => platform.process(&fault.target, ProcessOp::Start).await,
         Action::FaultPlan => admin(target, &fault.target, reqwest::Method::DELETE, None).await,
-        Action::Poison => Ok(()),
+        Action::Poison | Action::RandomKills => Ok(()),
     }
 }
 

@@ -19,24 +19,26 @@
 //! - [`progress`]: a bar in a terminal, plain lines in CI.
 //! - [`target`]: where the shop runs and what its topics are called.
 //! - [`faults`]: the fault driver and the platform switch (native, compose, managed).
-//! - [`managed`]: a shop of the tester's own, as child processes, for tests and benchmarks.
-//! - [`serve`]: `pizza-load serve NAME`, one service in this process (what [`managed`] starts).
+//! - [`managed`]: a shop of the tester's own (`pizza_testkit::shop`'s processes), for tests and
+//!   benchmarks.
 //! - [`verify`]: lost orders and duplicated side effects.
-//! - [`traces`]: completeness, continuity, links, orphans and fragments of each order's traces.
+//! - [`traces`]: each order's traces read and judged (with [`pizza_traces`]), patiently.
 //! - [`tree`]: `pizza-load trace ORDER_ID`, the order's spans as one tree across linked traces.
 //! - [`report`]: JSON, Markdown and the SVG chart.
 //! - [`mod@run`]: one run from arrivals to report ([`run()`]).
+//! - [`matrix`]: `pizza-load matrix`, every scenario in both topologies and sampled, side by side.
 
 pub mod bench;
+pub mod cost;
 pub mod driver;
 pub mod faults;
 pub mod managed;
+pub mod matrix;
 pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod schedule;
-pub mod serve;
 pub mod target;
 pub mod traces;
 pub mod tree;

@@ -1,4 +1,4 @@
-//! The `pizza-load` command line: `run`, `trace`, `bench`, and the internal `serve`.
+//! The `pizza-load` command line: `run`, `trace`, `bench`, `render`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -39,16 +39,13 @@ enum Command {
     /// Benchmarks on a shop of the tester's own: the highest sustained rate with every span
     /// sampled, tracing overhead against OTEL_SDK_DISABLED=true, spans dropped. Printed, not asserted.
     Bench(BenchArgs),
+    /// Every scenario in both topologies and with the link-aware sampler at 10%, three shops side by
+    /// side under each fault, on a private Collector (and broker): one report, matrix.md.
+    Matrix(MatrixArgs),
     /// Write report.md and report.svg again from a report directory's report.json.
     Render {
         /// The report directory.
         dir: PathBuf,
-    },
-    /// Run one service in this process (used by the managed platform).
-    #[command(hide = true)]
-    Serve {
-        /// order, kitchen or delivery.
-        name: String,
     },
 }
 
@@ -147,7 +144,11 @@ struct RunArgs {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Rates to try, in order, until one is not sustained.
-    #[arg(long, value_delimiter = ',', default_value = "5,10,15,20,25,30,40,50,60,80")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,20,30,40,50,60,80,100,120,150,200"
+    )]
     rates: Vec<f64>,
     /// Arrivals at each rate.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
@@ -157,6 +158,25 @@ struct BenchArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct MatrixArgs {
+    /// Scenarios to run (names in loadtest/scenarios/), in order; default all of them.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Orders per second in each of the three shops.
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// Arrivals per scenario (faults that would outlast them are cut).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    duration: Duration,
+    /// Where the matrix goes (default loadtest/reports/<timestamp>-matrix/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -164,13 +184,8 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(*args).await,
         Command::Trace { order_id, jaeger_url } => trace(order_id, &jaeger_url).await,
         Command::Bench(args) => bench(args).await,
+        Command::Matrix(args) => matrix(args).await,
         Command::Render { dir } => render(&dir),
-        Command::Serve { name } => {
-            let stats = std::env::var_os("PIZZA_LOAD_SPAN_STATS").map(PathBuf::from);
-            pizza_load::serve::serve(&name, stats)
-                .await
-                .map(|()| ExitCode::SUCCESS)
-        }
     };
     match result {
         Ok(code) => code,
@@ -228,12 +243,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut managed = None;
     let (target, platform) = match args.platform {
         PlatformArg::Managed => {
-            let mut options = ManagedOptions::new(std::env::current_exe()?);
+            let mut options = ManagedOptions::new();
             options.database_url = args.database_url.clone();
             options.kafka_bootstrap = args.kafka_bootstrap.clone();
             options.jaeger_url = args.jaeger_url.clone();
             options.time_scale = args.time_scale;
-            options.topology = args.topology.clone();
+            options.topology = args.topology.parse()?;
             options.sdk_disabled = args.sdk_disabled;
             options.private_broker = scenario.faults.iter().any(|f| f.target == "kafka");
             let stack = Arc::new(ManagedStack::start(options).await?);
@@ -272,6 +287,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         topology: args.topology.clone(),
         sdk_disabled: args.sdk_disabled,
         quiet: args.quiet,
+        sampled: None,
+        export_delay_s: 0.5,
     };
     let mut result = pizza_load::run(&scenario, &target, &platform, &options).await;
     drop(platform);
@@ -279,6 +296,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let stack =
             Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("the managed shop is still in use"))?;
         result.report.span_stats = stack.shutdown().await?;
+        result.report.recheck();
     }
     let dir = report_dir(args.out, &scenario.name);
     result
@@ -315,9 +333,47 @@ fn render(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+    let dir = repo_root().join("loadtest/scenarios");
+    let names = if args.scenarios.is_empty() {
+        pizza_load::matrix::scenario_names(&dir)?
+    } else {
+        args.scenarios
+    };
+    let scenarios = names
+        .iter()
+        .map(|n| Scenario::load(&dir, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = pizza_load::matrix::MatrixOptions {
+        scenarios,
+        rate: args.rate,
+        duration: args.duration,
+        out: report_dir(args.out, "matrix"),
+        quiet: args.quiet,
+    };
+    // On SIGINT or SIGTERM the run is dropped: its shops' child processes are killed with it, the
+    // private Collector and broker are stopped, so nothing outlives the command.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = pizza_load::matrix::run_matrix(&options) => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; partial results in {}", options.out.display()),
+        _ = term.recv() => anyhow::bail!("terminated; partial results in {}", options.out.display()),
+    };
+    out(&report.markdown());
+    out(&format!(
+        "\nmatrix: {}\n",
+        options.out.join("matrix.md").display()
+    ));
+    Ok(if report.pass() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = report_dir(args.out, "bench");
-    let text = pizza_load::bench::run(std::env::current_exe()?, &args.rates, args.step, &dir).await?;
+    let text = pizza_load::bench::run(&args.rates, args.step, &dir).await?;
     out(&text);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,39 +2,32 @@
 //! with topics, consumer groups and (optionally) a Kafka broker nobody else uses.
 //!
 //! The tests and the benchmark use it so that a SIGKILLed order service, a stopped broker or a run of
-//! 500 orders a second can never disturb another test on the shared native stack. The services are
-//! real processes running this checkout's service libraries (`pizza-load serve NAME`, the same
-//! 20 lines as each service's `main`), so a kill is a real `kill -9` and each exports its own
-//! `service.name` to the real Collector and Jaeger.
+//! 500 orders a second can never disturb another test on the shared native stack. It is the shop
+//! every program starts, `pizza_testkit::shop::Shop`, with the load tester's settings: the services
+//! are this checkout's binaries (built on first use), so a kill is a real `kill -9` and each exports
+//! its own `service.name` to the real Collector and Jaeger.
 //!
 //! Simulated time runs at [`ManagedOptions::time_scale`] (an order takes a few seconds), while the
 //! order workflow's kitchen and delivery timeouts (100 s at the default scale) and the delivery's
 //! pickup attempts are set so far out that a 20 s outage (which lasts about 55 s on a 2-core machine:
-//! the broker takes half a minute to come back) delays orders instead of cancelling them: the scenarios test that nothing
-//! is lost, not the timeout paths.
+//! the broker takes half a minute to come back) delays orders instead of cancelling them: the
+//! scenarios test that nothing is lost, not the timeout paths.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use pizza_testkit::broker::PrivateBroker;
-use tokio::process::{Child, Command};
+use pizza_telemetry::Topology;
+use pizza_testkit::shop::{ADMIN_TOKEN, Options, Service, Shop};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::faults::ProcessOp;
 use crate::target::Target;
 
-/// The services, in start order (the order service needs the kitchen's URL, not its presence).
-pub const SERVICES: &[&str] = &["kitchen", "delivery", "order"];
-
 /// How to start the shop.
 #[derive(Debug, Clone)]
 pub struct ManagedOptions {
-    /// The `pizza-load` binary (its `serve` subcommand runs a service).
-    pub exe: PathBuf,
     /// PostgreSQL URL of an existing database; a new database is created beside it.
     pub database_url: String,
     /// The shared broker, used when `private_broker` is false.
@@ -46,346 +39,188 @@ pub struct ManagedOptions {
     /// `PIZZA_TIME_SCALE` of the services.
     pub time_scale: f64,
     /// `PIZZA_TRACE_TOPOLOGY`.
-    pub topology: String,
+    pub topology: Topology,
     /// `OTEL_SDK_DISABLED=true` for the services.
     pub sdk_disabled: bool,
     /// Kitchen ovens (capacity).
     pub ovens: u32,
     /// Where the services' logs and span statistics go.
     pub log_dir: PathBuf,
+    /// More environment for the services, applied last (a private Collector's endpoint, a sampler).
+    pub env: Vec<(String, String)>,
 }
 
 impl ManagedOptions {
-    /// Defaults for `exe`: the native stack, a time scale of 0.1 (an order takes about 5 s, and the
-    /// longest timeout the services accept, 1000 s, becomes 100 s), the continuous topology, and
-    /// logs under `target/loadtest-logs/<id>` next to the binary.
-    pub fn new(exe: PathBuf) -> Self {
+    /// Defaults: the native stack, a time scale of 0.1 (an order takes about 5 s, and the longest
+    /// timeout the services accept, 1000 s, becomes 100 s), the continuous topology, and logs under
+    /// `target/<profile>/loadtest-logs/<id>`.
+    pub fn new() -> Self {
         let stack = pizza_testkit::Stack::from_env();
-        let log_dir = exe
-            .parent()
-            .unwrap_or(Path::new("."))
+        // target/<profile>/pizza-load, or target/<profile>/deps/<test binary>.
+        let exe = std::env::current_exe().unwrap_or_default();
+        let mut dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let log_dir = dir
             .join("loadtest-logs")
             .join(Uuid::new_v4().simple().to_string());
         Self {
-            exe,
             database_url: stack.database_url,
             kafka_bootstrap: stack.kafka_bootstrap,
             private_broker: false,
             jaeger_url: stack.jaeger_url,
             time_scale: 0.1,
-            topology: "continuous".into(),
+            topology: Topology::Continuous,
             sdk_disabled: false,
             ovens: 64,
             log_dir,
+            env: Vec::new(),
         }
+    }
+
+    /// The shop's options: the load tester's settings on top of the shop's.
+    fn shop(&self) -> Options {
+        let mut options = Options::new(self.database_url.clone());
+        options.fresh_database = true;
+        options.kafka_bootstrap = self.kafka_bootstrap.clone();
+        options.private_broker = self.private_broker;
+        options.partitions = 2;
+        options.topology = self.topology;
+        options.time_scale = self.time_scale;
+        options.sdk_disabled = self.sdk_disabled;
+        options.jaeger_url = self.jaeger_url.clone();
+        options.log_dir = Some(self.log_dir.clone());
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        options = options
+            // The SDK's own export pace, but for spans (the shop's test pace is faster): a load
+            // run measures the services, not their telemetry's chatter.
+            .env_all("OTEL_BSP_SCHEDULE_DELAY", "500")
+            .env_all("OTEL_BLRP_SCHEDULE_DELAY", "1000")
+            .env_all("OTEL_METRIC_EXPORT_INTERVAL", "60000")
+            .env_all("PIZZA_LOG_FORMAT", "text")
+            .env_all("RUST_LOG", rust_log)
+            // Outages delay orders; they must not time them out (see the module docs).
+            .env(Service::Order, "PIZZA_ORDER_KITCHEN_TIMEOUT_SECONDS", "1000")
+            .env(Service::Order, "PIZZA_ORDER_DELIVERY_TIMEOUT_SECONDS", "1000")
+            .env(Service::Order, "PIZZA_ORDER_FEEDBACK_DELAY_SECONDS", "2")
+            .env(Service::Order, "PIZZA_WORKFLOW_LEASE_SECONDS", "10")
+            .env(Service::Order, "PIZZA_WORKFLOW_CONCURRENCY", "8")
+            .env(Service::Delivery, "PIZZA_DELIVERY_PICKUP_ATTEMPTS", "100000")
+            .env(Service::Delivery, "PIZZA_DELIVERY_UPDATES", "4")
+            .env(Service::Kitchen, "PIZZA_KITCHEN_OVENS", self.ovens.to_string())
+            .env(Service::Kitchen, "PIZZA_KITCHEN_TICK_MS", "50")
+            .env(Service::Delivery, "PIZZA_DELIVERY_TICK_MS", "50");
+        for (name, value) in &self.env {
+            options = options.env_all(name, value.clone());
+        }
+        options
     }
 }
 
-#[derive(Debug)]
-struct Proc {
-    child: Option<Child>,
-    port: u16,
+impl Default for ManagedOptions {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The running shop. Dropping it kills what is left of it; [`ManagedStack::shutdown`] stops it
 /// gracefully, collects the span statistics and removes the database.
 #[derive(Debug)]
 pub struct ManagedStack {
-    options: ManagedOptions,
-    id: String,
-    database: String,
-    database_url: String,
-    admin_url: String,
-    broker: Mutex<Option<PrivateBroker>>,
-    bootstrap: String,
-    topics: BTreeMap<String, String>,
-    procs: Mutex<BTreeMap<String, Proc>>,
-    admin_token: String,
+    jaeger_url: String,
+    log_dir: PathBuf,
+    shop: Mutex<Shop>,
 }
 
 /// Span statistics a service wrote at its graceful exit.
 pub type SpanStatsByService = BTreeMap<String, serde_json::Value>;
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl ManagedStack {
     /// Creates the database, broker and topics, starts the three services and waits until each
     /// answers `GET /readyz` with 200.
     pub async fn start(options: ManagedOptions) -> anyhow::Result<Self> {
-        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let database = format!("pizza_load_{id}");
-        let admin = sqlx::PgPool::connect(&options.database_url)
-            .await
-            .context("connecting to PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {database}")))
-            .execute(&admin)
-            .await?;
-        admin.close().await;
-        let mut url = reqwest::Url::parse(&options.database_url)?;
-        url.set_path(&format!("/{database}"));
-        let (broker, bootstrap) = if options.private_broker {
-            let broker = PrivateBroker::start().await?;
-            let bootstrap = broker.bootstrap();
-            (Some(broker), bootstrap)
-        } else {
-            (None, options.kafka_bootstrap.clone())
-        };
-        let topics: BTreeMap<String, String> = pizza_contracts::topics::ALL
-            .iter()
-            .map(|t| ((*t).to_owned(), format!("{t}.load-{id}")))
-            .collect();
-        let mut create: Vec<(String, i32)> = Vec::new();
-        for real in topics.values() {
-            create.push((real.clone(), 2));
-            create.push((pizza_contracts::topics::dead_letter(real), 1));
-        }
-        let create_refs: Vec<(&str, i32)> = create.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        pizza_testkit::kafka::create_topics(&bootstrap, &create_refs).await?;
-        std::fs::create_dir_all(&options.log_dir)?;
-        let mut procs = BTreeMap::new();
-        for name in SERVICES {
-            procs.insert(
-                (*name).to_owned(),
-                Proc {
-                    child: None,
-                    port: free_port()?,
-                },
-            );
-        }
-        let stack = Self {
-            admin_url: options.database_url.clone(),
-            options,
-            database,
-            database_url: url.to_string(),
-            broker: Mutex::new(broker),
-            bootstrap,
-            topics,
-            procs: Mutex::new(procs),
-            admin_token: format!("load-{id}"),
-            id,
-        };
-        for name in SERVICES {
-            stack.spawn(name).await?;
-        }
-        for name in SERVICES {
-            stack.wait_ready(name, Duration::from_secs(90)).await?;
-        }
-        Ok(stack)
+        let shop = Shop::open(options.shop()).await?;
+        Ok(Self {
+            jaeger_url: options.jaeger_url,
+            log_dir: options.log_dir,
+            shop: Mutex::new(shop),
+        })
     }
 
     /// The endpoints of this shop.
     pub fn target(&self) -> Target {
-        let procs = self
-            .procs
+        let shop = self
+            .shop
             .try_lock()
             .expect("not locked while building the target");
-        let url = |n: &str| format!("http://127.0.0.1:{}", procs[n].port);
         Target {
-            order_url: url("order"),
-            kitchen_url: url("kitchen"),
-            delivery_url: url("delivery"),
-            admin_token: Some(self.admin_token.clone()),
-            database_url: self.database_url.clone(),
-            kafka_bootstrap: self.bootstrap.clone(),
-            jaeger_url: self.options.jaeger_url.clone(),
-            topics: self.topics.clone(),
+            order_url: shop.url(Service::Order),
+            kitchen_url: shop.url(Service::Kitchen),
+            delivery_url: shop.url(Service::Delivery),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            database_url: shop.database_url().to_owned(),
+            kafka_bootstrap: shop.kafka_bootstrap().to_owned(),
+            jaeger_url: self.jaeger_url.clone(),
+            topics: shop.topics.by_usual_name(),
         }
     }
 
     /// Where the services' logs are.
     pub fn log_dir(&self) -> &Path {
-        &self.options.log_dir
-    }
-
-    async fn env(&self, name: &str) -> Vec<(String, String)> {
-        let procs = self.procs.lock().await;
-        let port = |n: &str| procs[n].port;
-        let topic = |t: &str| self.topics[t].clone();
-        let mut env = vec![
-            ("DATABASE_URL", self.database_url.clone()),
-            ("PIZZA_KAFKA_BOOTSTRAP", self.bootstrap.clone()),
-            ("PIZZA_TIME_SCALE", self.options.time_scale.to_string()),
-            ("PIZZA_ADMIN_TOKEN", self.admin_token.clone()),
-            ("PIZZA_TRACE_TOPOLOGY", self.options.topology.clone()),
-            ("OTEL_SDK_DISABLED", self.options.sdk_disabled.to_string()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "500".into()),
-            ("PIZZA_ORDER_ADDR", format!("127.0.0.1:{}", port("order"))),
-            ("PIZZA_KITCHEN_ADDR", format!("127.0.0.1:{}", port("kitchen"))),
-            ("PIZZA_DELIVERY_ADDR", format!("127.0.0.1:{}", port("delivery"))),
-            (
-                "PIZZA_KITCHEN_URL",
-                format!("http://127.0.0.1:{}", port("kitchen")),
-            ),
-            (
-                "PIZZA_DELIVERY_URL",
-                format!("http://127.0.0.1:{}", port("delivery")),
-            ),
-            ("PIZZA_ORDERS_EVENTS_TOPIC", topic("orders.events")),
-            ("PIZZA_KITCHEN_EVENTS_TOPIC", topic("kitchen.events")),
-            ("PIZZA_DELIVERY_REQUESTS_TOPIC", topic("delivery.requests")),
-            ("PIZZA_DELIVERY_EVENTS_TOPIC", topic("delivery.events")),
-            ("PIZZA_ORDER_GROUP", format!("order-load-{}", self.id)),
-            ("PIZZA_KITCHEN_GROUP", format!("kitchen-load-{}", self.id)),
-            ("PIZZA_DELIVERY_GROUP", format!("delivery-load-{}", self.id)),
-            // Outages delay orders; they must not time them out (see the module docs).
-            ("PIZZA_ORDER_KITCHEN_TIMEOUT_SECONDS", "1000".into()),
-            ("PIZZA_ORDER_DELIVERY_TIMEOUT_SECONDS", "1000".into()),
-            ("PIZZA_DELIVERY_PICKUP_ATTEMPTS", "100000".into()),
-            ("PIZZA_ORDER_FEEDBACK_DELAY_SECONDS", "2".into()),
-            ("PIZZA_KITCHEN_OVENS", self.options.ovens.to_string()),
-            ("PIZZA_KITCHEN_TICK_MS", "50".into()),
-            ("PIZZA_DELIVERY_TICK_MS", "50".into()),
-            ("PIZZA_LOG_FORMAT", "text".into()),
-            (
-                "PIZZA_LOAD_SPAN_STATS",
-                self.options
-                    .log_dir
-                    .join(format!("{name}.spans.json"))
-                    .display()
-                    .to_string(),
-            ),
-        ];
-        if std::env::var_os("RUST_LOG").is_none() {
-            env.push(("RUST_LOG", "warn".into()));
-        }
-        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-    }
-
-    async fn spawn(&self, name: &str) -> anyhow::Result<()> {
-        let env = self.env(name).await;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.options.log_dir.join(format!("{name}.log")))?;
-        let child = Command::new(&self.options.exe)
-            .arg("serve")
-            .arg(name)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} serve {name}", self.options.exe.display()))?;
-        self.procs
-            .lock()
-            .await
-            .get_mut(name)
-            .context("unknown service")?
-            .child = Some(child);
-        Ok(())
-    }
-
-    async fn wait_ready(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
-        let port = self.procs.lock().await[name].port;
-        let client = crate::driver::http_client(Duration::from_secs(2));
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if let Some(proc) = self.procs.lock().await.get_mut(name)
-                && let Some(child) = proc.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!(
-                    "{name} exited with {status} before it was ready; see {}",
-                    self.options.log_dir.join(format!("{name}.log")).display()
-                );
-            }
-            if started.elapsed() > limit {
-                bail!("{name} not ready after {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        &self.log_dir
     }
 
     /// Kills, stops or starts a service or the private broker.
     pub async fn process(&self, name: &str, op: ProcessOp) -> anyhow::Result<()> {
-        match name {
-            "kafka" => {
-                let mut broker = self.broker.lock().await;
-                let broker = broker
-                    .as_mut()
-                    .context("this shop uses the shared broker; start it with a private broker")?;
-                match op {
-                    ProcessOp::Kill | ProcessOp::Stop => broker.stop().await?,
-                    ProcessOp::Start => broker.up().await?,
-                }
-                Ok(())
-            }
-            "order" | "kitchen" | "delivery" => match op {
-                ProcessOp::Kill => self.kill(name, true).await,
-                ProcessOp::Stop => self.kill(name, false).await,
-                ProcessOp::Start => {
-                    self.spawn(name).await?;
-                    self.wait_ready(name, Duration::from_secs(90)).await
-                }
-            },
-            other => bail!("a managed shop cannot {op:?} {other} (it shares the Collector)"),
+        let mut shop = self.shop.lock().await;
+        if name == "kafka" {
+            return match op {
+                ProcessOp::Kill | ProcessOp::Stop => shop.stop_broker().await,
+                ProcessOp::Start => shop.start_broker().await,
+            };
+        }
+        let Some(service) = Service::named(name) else {
+            bail!("a managed shop cannot {op:?} {name} (it shares the Collector)");
+        };
+        match op {
+            ProcessOp::Kill => shop.kill_hard(service).await.map(drop),
+            ProcessOp::Stop => shop.terminate(service).await.map(drop),
+            ProcessOp::Start => shop.start(service).await,
         }
     }
 
-    /// SIGKILL (`hard`) or SIGTERM, then waits for the process to end.
-    async fn kill(&self, name: &str, hard: bool) -> anyhow::Result<()> {
-        let mut procs = self.procs.lock().await;
-        let proc = procs.get_mut(name).context("unknown service")?;
-        let Some(mut child) = proc.child.take() else {
-            bail!("{name} is not running");
-        };
-        if hard {
-            child.start_kill()?;
-        } else if let Some(pid) = child.id() {
-            let status = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await?;
-            if !status.success() {
-                bail!("kill -TERM {pid} failed");
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-            Ok(status) => {
-                status?;
-                Ok(())
-            }
-            Err(_) => {
-                child.start_kill()?;
-                bail!("{name} did not stop within 30 s of SIGTERM; killed")
-            }
-        }
+    /// The process id of each running service, by name.
+    pub async fn pids(&self) -> BTreeMap<String, u32> {
+        let shop = self.shop.lock().await;
+        Service::ALL
+            .into_iter()
+            .filter_map(|service| Some((service.name().to_owned(), shop.pid(service)?)))
+            .collect()
+    }
+
+    /// Stops every service gracefully and keeps the rest (the database, the broker): what is left
+    /// can still be read, and [`ManagedStack::shutdown`] then only removes it.
+    pub async fn stop_services(&self) -> anyhow::Result<()> {
+        self.shop
+            .lock()
+            .await
+            .stop_all()
+            .await
+            .context("stopping the managed shop")
     }
 
     /// Stops every service gracefully (so each flushes its spans and writes its span statistics),
-    /// reads those statistics, drops the database and stops the private broker.
+    /// reads those statistics, stops the private broker and drops the database.
     pub async fn shutdown(self) -> anyhow::Result<SpanStatsByService> {
-        let mut stats = SpanStatsByService::new();
-        for name in SERVICES.iter().rev() {
-            if self.procs.lock().await[*name].child.is_some() {
-                self.kill(name, false).await?;
-            }
-            let path = self.options.log_dir.join(format!("{name}.spans.json"));
-            if let Ok(text) = std::fs::read_to_string(&path)
-                && let Ok(value) = serde_json::from_str(&text)
-            {
-                stats.insert((*name).to_owned(), value);
-            }
-        }
-        if let Some(mut broker) = self.broker.lock().await.take() {
-            broker.stop().await?;
-        }
-        let admin = sqlx::PgPool::connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {} with (force)",
-            self.database
-        )))
-        .execute(&admin)
-        .await?;
+        let mut shop = self.shop.into_inner();
+        shop.stop_all().await.context("stopping the managed shop")?;
+        let stats = shop
+            .span_stats()
+            .into_iter()
+            .map(|(service, value)| (service.name().to_owned(), value))
+            .collect();
+        shop.stop().await?;
         Ok(stats)
     }
 }

@@ -34,6 +34,32 @@ pub struct RunOptions {
     pub sdk_disabled: bool,
     /// No progress output.
     pub quiet: bool,
+    /// The services' head-sampling ratio when they sample (trace figures are then over kept orders).
+    pub sampled: Option<f64>,
+    /// The services' `OTEL_BSP_SCHEDULE_DELAY`, seconds: how long before a kill a span may have
+    /// ended and still have died with the process.
+    pub export_delay_s: f64,
+}
+
+impl RunOptions {
+    /// The defaults of a run against a shop: 256 in flight, 10 s per request, up to 180 s for
+    /// terminal states (a restarted consumer may wait out a 45 s session first) and 60 s for
+    /// traces, every span sampled, exported every 500 ms.
+    pub fn new(platform_name: &str, topology: &str) -> Self {
+        Self {
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(10),
+            settle_timeout: Duration::from_secs(180),
+            trace_patience: Duration::from_secs(60),
+            read_traces: true,
+            platform_name: platform_name.to_owned(),
+            topology: topology.to_owned(),
+            sdk_disabled: false,
+            quiet: false,
+            sampled: None,
+            export_delay_s: 0.5,
+        }
+    }
 }
 
 /// Everything a run produced.
@@ -119,19 +145,43 @@ pub async fn run(
     let traces = if options.read_traces && !options.sdk_disabled {
         progress.note("reading traces from Jaeger");
         let list: Vec<(uuid::Uuid, String)> = states.iter().map(|s| (s.order_id, s.status.clone())).collect();
-        traces::collect(target, &list, options.trace_patience, &progress).await
+        traces::collect(
+            target,
+            &list,
+            options.trace_patience,
+            options.sampled.is_some(),
+            &progress,
+        )
+        .await
     } else {
         Vec::new()
     };
     let mut fault_events = fault_events;
     fault_events.extend(faults::clear_open_plans(scenario, target, started, &progress).await);
     progress.finish();
-    let trace_summary = (options.read_traces && !options.sdk_disabled).then(|| TraceSummary::of(&traces));
+    let sampled = options.sampled.is_some();
+    let trace_summary =
+        (options.read_traces && !options.sdk_disabled).then(|| TraceSummary::of_kept(&traces, sampled));
+    // Under head sampling only the orders sampling kept are judged, here and in the timeline.
+    let traces: Vec<OrderTraces> = traces.into_iter().filter(|t| !sampled || t.has_root).collect();
     let complete: std::collections::BTreeMap<uuid::Uuid, bool> =
         traces.iter().map(|t| (t.order_id, t.complete)).collect();
     let (arrival_summary, latency) = report::summarize(&arrivals);
-    let report = Report {
-        checks: report::checks(scenario, &orders, trace_summary.as_ref()),
+    let terminal_at = report::terminal_times(&arrivals.arrivals, &states);
+    let sent: std::collections::BTreeMap<uuid::Uuid, f64> = arrivals
+        .arrivals
+        .iter()
+        .filter_map(|a| Some((a.order_id()?, a.sent_s?)))
+        .collect();
+    let killed = report::killed_loss(
+        &traces,
+        &fault_events,
+        &sent,
+        &terminal_at,
+        options.export_delay_s,
+    );
+    let mut report = Report {
+        checks: Vec::new(),
         scenario: scenario.clone(),
         platform: options.platform_name.clone(),
         topology: options.topology.clone(),
@@ -145,13 +195,14 @@ pub async fn run(
         orders,
         traces: trace_summary,
         faults: fault_events,
-        timeline: report::timeline(
-            &arrivals.arrivals,
-            &complete,
-            &report::terminal_times(&arrivals.arrivals, &states),
-        ),
+        timeline: report::timeline(&arrivals.arrivals, &complete, &terminal_at),
         span_stats: Default::default(),
+        cancelled: report::Cancelled::of(&states),
+        killed,
+        collector: None,
+        sampled: options.sampled,
     };
+    report.recheck();
     RunResult {
         report,
         states,

@@ -305,6 +305,21 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, sqlx::Error> {
     s.parse().map_err(|_| decode_err(format!("unknown {what} {s:?}")))
 }
 
+/// Ends at once the leases `owner` still holds, so its runs are claimable now. For a worker that
+/// starts under the name of a dead predecessor (see `WorkerConfig::id`): nobody else can hold those
+/// leases, and waiting for them to run out is only lost time. If the predecessor is in fact alive,
+/// the execution that claims the run next fences it, as after any expired lease.
+pub(crate) async fn end_leases_of(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update workflow.runs set available_at = clock_timestamp() \
+         where status = 'running' and lease_owner = $1 and available_at > clock_timestamp()",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Extends a lease to `length` from now on the database's clock. `false` means the lease is gone:
 /// another worker owns the run, or it ended.
 pub(crate) async fn heartbeat(pool: &PgPool, lease: &Lease, length: Duration) -> Result<bool, sqlx::Error> {

@@ -30,7 +30,11 @@ use crate::telemetry::{self, EndedRun, RunIdentity};
 /// How a worker behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Names this worker in `lease_owner` and `workflow.worker.id`.
+    /// Names this worker in `lease_owner` and `workflow.worker.id`. A worker takes back, when it
+    /// starts, the runs still leased under its name: give a replica the same name across restarts
+    /// (`PIZZA_INSTANCE_ID`) and a crashed replica's runs resume as soon as it is back, instead of
+    /// after their leases. Two live workers must never share a name (each would end the other's
+    /// leases; fencing keeps the runs correct, but their steps would run twice).
     pub id: String,
     /// How long a claim holds a run without a heartbeat. A dead worker's runs wait this long before
     /// another worker takes them; heartbeats renew it every third of it.
@@ -74,6 +78,24 @@ impl Worker {
         }
     }
 
+    /// Ends the leases a previous life of this worker (same [`WorkerConfig::id`]) left behind, so
+    /// its runs are claimed now. A failure only logs: the leases then run out as usual.
+    async fn take_back_leases(&self) {
+        match store::end_leases_of(&self.shared.pool, &self.config.id).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::info!(
+                worker = %self.config.id,
+                runs,
+                "took back the runs this worker's previous life held; they resume now"
+            ),
+            Err(error) => tracing::warn!(
+                worker = %self.config.id,
+                %error,
+                "taking back this worker's earlier leases failed; they run out instead"
+            ),
+        }
+    }
+
     /// Claims and executes runs until `shutdown` resolves, then waits for the executions in flight.
     ///
     /// # How a worker wakes
@@ -89,6 +111,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut executions = JoinSet::new();
         let mut last_count: Option<Instant> = None;
+        self.take_back_leases().await;
         let listener = tokio::spawn(listen(self.shared.clone(), self.config.id.clone()));
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);

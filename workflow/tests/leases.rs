@@ -350,3 +350,51 @@ async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_th
     );
     assert_eq!(completed_steps(&engine, run).await, 1, "the step completed once");
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_worker_restarted_under_its_name_takes_back_its_runs_without_waiting_for_their_leases(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    effects_table(&pool).await;
+    // The first life of `replica-0` dies inside the step (as a killed process would: nothing more is
+    // written, the lease stays) while holding a lease of ten minutes.
+    let long = Duration::from_secs(600);
+    let crashed = Arc::new(AtomicBool::new(false));
+    let (hooks, mut points) = {
+        let crashed = crashed.clone();
+        ScriptedHooks::new(move |point| match point {
+            HookPoint::StepReturned { .. } if !crashed.swap(true, Ordering::SeqCst) => Reaction::Crash,
+            _ => Reaction::Go,
+        })
+    };
+    let engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let flows = workflows(pool.clone());
+    let first_life = Workers::start(&engine, &flows, 1, |_| config("replica-0", long));
+    let run = engine.start(FLOW, &(), StartOptions::default()).await.unwrap();
+    reached(&mut points, "the crash", |p| {
+        matches!(p, HookPoint::StepReturned { .. })
+    })
+    .await;
+    first_life.stop().await;
+    let held = engine.status(run).await.unwrap();
+    assert_eq!(
+        (held.status, held.executions),
+        (RunStatus::Running, 1),
+        "the dead worker's lease still holds the run"
+    );
+
+    // The replica comes back under the same name: the run resumes at once, not in ten minutes.
+    let second_life = Workers::start(&engine, &flows, 1, |_| config("replica-0", long));
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    second_life.stop().await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        done.executions, 2,
+        "the crashed execution, then the taken-back one"
+    );
+    let effects = effects(&pool).await;
+    assert_eq!(effects.len(), 2, "the step ran again, under its idempotency key");
+    assert_eq!(effects[0].0, effects[1].0);
+    assert_eq!(completed_steps(&engine, run).await, 1);
+}

@@ -12,9 +12,10 @@ use opentelemetry::trace::TraceContextExt as _;
 use pizza_telemetry::Topology;
 use pizza_telemetry::attributes::{pizza, workflow as wf};
 use pizza_testkit::conventions::{Registry, unknown_attributes};
-use pizza_testkit::{Span, SpanKind, Trace};
+use pizza_testkit::{Settle, Span, SpanGraph, SpanKind, SpanSearch, Trace};
 use pizza_workflow::{
-    AttemptStatus, Engine, Labels, RetryPolicy, RunStatus, StartOptions, StepError, WorkflowError, Workflows,
+    AttemptStatus, Engine, Labels, RetryPolicy, RunStatus, StartOptions, StepError, WorkerConfig,
+    WorkflowError, Workflows,
 };
 use sqlx::PgPool;
 use tracing::Instrument as _;
@@ -75,41 +76,7 @@ fn label(span: &Span) -> String {
 
 /// Every span as `label <- parent | link[reason], ...`, sorted.
 fn shape(spans: &[Span]) -> Vec<String> {
-    let find = |trace: &str, id: &str| spans.iter().find(|s| s.trace_id == trace && s.span_id == id);
-    let mut lines: Vec<String> = spans
-        .iter()
-        .map(|s| {
-            let parent = match &s.parent_span_id {
-                None => "-".to_owned(),
-                Some(p) => find(&s.trace_id, p)
-                    .map(label)
-                    .unwrap_or_else(|| format!("? {p}")),
-            };
-            let mut links: Vec<String> = s
-                .links
-                .iter()
-                .map(|l| {
-                    let target = find(&l.trace_id, &l.span_id)
-                        .map(label)
-                        .unwrap_or_else(|| "?".to_owned());
-                    let reason = l
-                        .attributes
-                        .get(pizza::LINK_REASON)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("");
-                    format!("{target}[{reason}]")
-                })
-                .collect();
-            links.sort();
-            if links.is_empty() {
-                format!("{} <- {parent}", label(s))
-            } else {
-                format!("{} <- {parent} | {}", label(s), links.join(", "))
-            }
-        })
-        .collect();
-    lines.sort();
-    lines
+    SpanGraph::new(spans).shape(label)
 }
 
 fn expected(topology: Topology) -> Vec<String> {
@@ -167,43 +134,43 @@ fn expected(topology: Topology) -> Vec<String> {
 
 /// Reads every span of the two runs and of the two test traces, waiting until `count` have arrived.
 async fn read_spans(known_traces: &[String], runs: &[Uuid], count: usize) -> Vec<Span> {
-    let jaeger = common::jaeger();
-    let mut last = 0;
-    for _ in 0..120 {
-        common::flush().await;
-        let mut ids: BTreeSet<String> = known_traces.iter().cloned().collect();
-        for run in runs {
-            ids.extend(
-                jaeger
-                    .find_trace_ids(SERVICE, wf::RUN_ID, &run.to_string())
-                    .await
-                    .unwrap(),
-            );
+    common::flush().await;
+    let search = runs
+        .iter()
+        .skip(1)
+        .fold(
+            SpanSearch::attribute(SERVICE, wf::RUN_ID, &runs[0].to_string()),
+            |s, run| s.or_value(&run.to_string()),
+        )
+        .with_traces(known_traces.iter().cloned());
+    let settle = Settle {
+        limit: Duration::from_secs(30),
+        quiet: Duration::ZERO,
+        poll: Duration::from_millis(250),
+    };
+    match common::jaeger()
+        .wait_for_spans(&search, settle, |spans| spans.len() >= count)
+        .await
+    {
+        Ok(found) => found.spans,
+        Err(pizza_testkit::JaegerError::NotReady { found, .. }) => {
+            panic!("only {} of {count} spans reached Jaeger", found.spans.len())
         }
-        let mut spans = Vec::new();
-        for id in &ids {
-            if let Some(trace) = jaeger.trace(id).await.unwrap() {
-                spans.extend(trace.spans);
-            }
-        }
-        // A span can be found through two searches; keep one copy.
-        let mut seen = BTreeSet::new();
-        spans.retain(|s| seen.insert((s.trace_id.clone(), s.span_id.clone())));
-        if spans.len() >= count {
-            return spans;
-        }
-        last = spans.len();
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Err(e) => panic!("reading Jaeger: {e}"),
     }
-    panic!("only {last} of {count} spans reached Jaeger");
 }
 
 async fn run_and_read_back(pool: PgPool, topology: Topology) {
     common::telemetry();
     migrated(&pool).await;
     let engine = Engine::builder(pool).topology(topology).build();
-    let workers = Workers::start(&engine, &workflows(), 2, |i| {
-        worker_config(&format!("{topology}-{i}"))
+    // One worker running one execution at a time: the span model below has the parent park in its
+    // wait for the child before the child runs (execution 6 is the parent woken by it). With more
+    // executions at once, a child that finishes before its parent parks lets the parent carry on in
+    // execution 5, which is the engine's right, and another shape.
+    let workers = Workers::start(&engine, &workflows(), 1, |_| WorkerConfig {
+        concurrency: 1,
+        ..worker_config(&format!("{topology}-0"))
     });
 
     let order_span = tracing::info_span!("test.order");

@@ -3,7 +3,7 @@
 //!
 //! The binaries are the native stack's: the Collector built from otel-collector/builder-config.yaml
 //! (the same version and a subset of the components of the contrib image compose pins) and Jaeger
-//! v2.13.0 (the version of the image compose pins). `validate` builds every component from the config
+//! v2.12.0 (the version of the image compose pins). `validate` builds every component from the config
 //! without starting it, so a wrong value (a size that is not a number, a spike limit above the limit, an undefined exporter)
 //! fails here, not in a container nobody can start on these machines. (It does not check
 //! listen addresses; tests/consistency.rs does, against every port something listens on.)
@@ -15,13 +15,16 @@ use std::collections::BTreeMap;
 use support::*;
 
 fn compose_collector_env() -> BTreeMap<String, String> {
-    compose_env(&compose()["services"]["otel-collector"])
+    compose_file().service("otel-collector").environment.clone()
 }
 
 fn k8s_env(name: &str) -> BTreeMap<String, String> {
-    let objs = kind_objects();
-    let d = find(&objs, "Deployment", name).unwrap_or_else(|| panic!("no Deployment {name}"));
-    container_env(&objs, container(d))
+    let objs = kind_typed_objects();
+    let d = model::workloads(&objs)
+        .find(|(kind, w)| *kind == "Deployment" && w.metadata.name == name)
+        .map(|(_, w)| w)
+        .unwrap_or_else(|| panic!("no Deployment {name}"));
+    container_env(&objs, d.container())
 }
 
 #[test]
@@ -77,7 +80,7 @@ fn the_collector_rejects_a_broken_config_and_a_broken_environment() {
 fn jaeger_validates_its_config_with_the_compose_and_kubernetes_environments() {
     let config = root().join("deploy/jaeger/config.yaml");
     let bin = jaeger_bin();
-    let compose_env = compose_env(&compose()["services"]["jaeger"]);
+    let compose_env = compose_file().service("jaeger").environment.clone();
     for (deployment, env) in [("compose", compose_env), ("kubernetes", k8s_env("jaeger"))] {
         if let Err(e) = validate(&bin, &config, &env) {
             panic!("{deployment} env {env:?}: {e}");

@@ -11,26 +11,32 @@
 //! - every long-running container has a health check (compose) or readiness and liveness probes and
 //!   resource requests (Kubernetes);
 //! - the topic-init steps create exactly deploy/local/kafka/topics.txt;
+//! - no service reachable beyond loopback is given the workshop's published admin token or a short one
+//!   (it would refuse to start: `pizza_servicekit::faults::admin_access`), and the manifests leave the
+//!   token's Secret to deploy time instead of rendering one;
 //! - compose's memory limits add up to less than the 1.5 GiB the README states.
 //!
 //! Each check returns the problems it found; every check is also run on a deliberately broken copy of
-//! its input and must find the breakage.
+//! its input and must find the breakage. The compose file, the rendered manifests and kind's config are
+//! read through typed views (`support::model`); the Collector's, Jaeger's and Prometheus' own configs,
+//! which only a few pointers are read from, stay JSON values.
 
 mod support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 
 use clap::CommandFactory as _;
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::model::{
+    Compose, Data, KindCluster, Metadata, Object, PortRef, generated_config_map, generated_config_map_mut,
+    secret, service_mut, services, workload_mut, workloads,
+};
 use support::*;
 
 /// The README's footprint statement for the default profile: 1.5 GiB.
 const FOOTPRINT_MIB: u64 = 1536;
-
-/// Compose services whose image has no program to run a health check with (the Collector's contrib
-/// image is its binary alone); Kubernetes probes them over HTTP instead.
-const NO_HEALTHCHECK_CLIENT: &[&str] = &["otel-collector"];
 
 /// Variables the images themselves read (not our programs): the Go runtime's memory limit, and the
 /// heap size Kafka's scripts pass to the JVM.
@@ -43,18 +49,18 @@ type BoxedBreakage = (&'static str, Box<dyn Fn(&mut Inputs)>);
 /// Everything the checks read, so a broken copy can be made of any part.
 #[derive(Clone)]
 struct Inputs {
-    compose: Value,
-    objs: Vec<Value>,
+    compose: Compose,
+    objs: Vec<Object>,
     dockerfile: String,
-    kind: Value,
+    kind: KindCluster,
 }
 
 fn inputs() -> Inputs {
     Inputs {
-        compose: compose(),
-        objs: kind_objects(),
+        compose: compose_file(),
+        objs: kind_typed_objects(),
         dockerfile: read("deploy/Dockerfile"),
-        kind: yaml(&read("deploy/kind/kind-config.yaml")).unwrap(),
+        kind: serde_yaml_ng::from_str(&read("deploy/kind/kind-config.yaml")).unwrap(),
     }
 }
 
@@ -67,10 +73,10 @@ fn clap_env(cmd: &clap::Command) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every variable `pizza_telemetry::TelemetryConfig` looks up, recorded from the real lookups.
+/// Every variable `pizza_telemetry::TelemetryArgs` looks up, recorded from the real lookups.
 fn telemetry_env() -> BTreeSet<String> {
     let seen = RefCell::new(BTreeSet::new());
-    pizza_telemetry::TelemetryConfig::from_lookup("x", "0", |k| {
+    pizza_telemetry::TelemetryArgs::from_lookup(|k| {
         seen.borrow_mut().insert(k.to_owned());
         None
     })
@@ -121,37 +127,83 @@ fn default_addr(unit: &str) -> Option<String> {
     Some(arg.get_default_values()[0].to_string_lossy().into_owned())
 }
 
-/// `ENV` lines of a Dockerfile stage and of the stages it is built `FROM`.
-fn dockerfile_env(dockerfile: &str, target: &str) -> BTreeMap<String, String> {
-    let mut stages: BTreeMap<String, (Option<String>, BTreeMap<String, String>)> = BTreeMap::new();
+/// One stage of a Dockerfile: what it is built `FROM`, its `ENV` lines, whether it sets an `ENTRYPOINT`.
+struct Stage {
+    from: String,
+    env: BTreeMap<String, String>,
+    entrypoint: bool,
+}
+
+/// The stages of a Dockerfile by name.
+fn stages(dockerfile: &str) -> BTreeMap<String, Stage> {
+    let mut stages: BTreeMap<String, Stage> = BTreeMap::new();
     let mut current = String::new();
     for line in dockerfile.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("FROM ") {
             let words: Vec<&str> = rest.split_whitespace().collect();
             current = words.last().unwrap().to_string();
-            let parent = stages.contains_key(words[0]).then(|| words[0].to_owned());
-            stages.insert(current.clone(), (parent, BTreeMap::new()));
+            let stage = Stage {
+                from: words[0].to_owned(),
+                env: BTreeMap::new(),
+                entrypoint: false,
+            };
+            stages.insert(current.clone(), stage);
         } else if let Some(rest) = line.strip_prefix("ENV ") {
             for pair in rest.split_whitespace() {
                 let (k, v) = pair.split_once('=').unwrap();
                 stages
                     .get_mut(&current)
                     .unwrap()
-                    .1
+                    .env
                     .insert(k.to_owned(), v.to_owned());
             }
+        } else if line.starts_with("ENTRYPOINT ") {
+            stages.get_mut(&current).unwrap().entrypoint = true;
         }
     }
+    stages
+}
+
+/// A target and the stages it is built `FROM`, the target first.
+fn chain<'a>(stages: &'a BTreeMap<String, Stage>, target: &str) -> Vec<&'a Stage> {
     let mut chain = vec![];
-    let mut at = Some(target.to_owned());
-    while let Some(stage) = at {
-        let (parent, env) = stages
-            .get(&stage)
-            .unwrap_or_else(|| panic!("no Dockerfile stage {stage}"));
-        chain.push(env.clone());
-        at = parent.clone();
+    let mut at = target;
+    loop {
+        let stage = stages
+            .get(at)
+            .unwrap_or_else(|| panic!("no Dockerfile stage {at}"));
+        chain.push(stage);
+        if !stages.contains_key(&stage.from) {
+            return chain;
+        }
+        at = &stage.from;
     }
-    chain.into_iter().rev().flatten().collect()
+}
+
+/// `ENV` lines of a Dockerfile stage and of the stages it is built `FROM`.
+fn dockerfile_env(dockerfile: &str, target: &str) -> BTreeMap<String, String> {
+    let stages = stages(dockerfile);
+    chain(&stages, target)
+        .into_iter()
+        .rev()
+        .flat_map(|s| s.env.clone())
+        .collect()
+}
+
+/// The image whose program a compose service runs. A Dockerfile target with an `ENTRYPOINT` of its own
+/// runs our program (`pizza/order`); a target that only adds files to an upstream image (the
+/// Collector's, plus the health check's probe) runs that image's program.
+fn program_image(dockerfile: &str, target: Option<&str>, image: &str) -> String {
+    let Some(target) = target else {
+        return image.to_owned();
+    };
+    let stages = stages(dockerfile);
+    let chain = chain(&stages, target);
+    if chain.iter().any(|s| s.entrypoint) {
+        image.to_owned()
+    } else {
+        chain.last().unwrap().from.clone()
+    }
 }
 
 // ---- one model of both deployments --------------------------------------------------------------------
@@ -258,14 +310,6 @@ fn derive(unit: &mut Unit, args: &[String]) {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(a) => a.iter().map(scalar).collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => vec![],
-    }
-}
-
 /// The ports a compose health check calls: `127.0.0.1:PORT`, `/dev/tcp/127.0.0.1/PORT`, `-p PORT`.
 fn health_ports(test: &[String]) -> Vec<u16> {
     let joined = test.join(" ");
@@ -287,84 +331,62 @@ fn health_ports(test: &[String]) -> Vec<u16> {
 
 fn compose_units(inp: &Inputs) -> Vec<Unit> {
     let mut units = vec![];
-    for (name, svc) in inp.compose["services"].as_object().unwrap() {
-        let mut env = match svc.pointer("/build/target").and_then(Value::as_str) {
+    for (name, svc) in &inp.compose.services {
+        let mut env = match svc.target() {
             Some(target) => dockerfile_env(&inp.dockerfile, target),
             None => BTreeMap::new(),
         };
-        env.extend(compose_env(svc));
+        env.extend(svc.environment.clone());
         let mut unit = Unit {
             name: name.clone(),
-            image: scalar(&svc["image"]),
+            image: program_image(&inp.dockerfile, svc.target(), &svc.image),
             env,
             ..Unit::default()
         };
-        let test = strings(&svc["healthcheck"]["test"]);
-        unit.health = health_ports(&test)
+        unit.health = health_ports(svc.health_test())
             .into_iter()
             .map(|p| ("healthcheck".into(), p))
             .collect();
-        derive(&mut unit, &strings(&svc["command"]));
+        derive(&mut unit, &svc.command);
         units.push(unit);
     }
     units
 }
 
-/// A probe's or Service's port: a number, or the name of one of the container's ports.
-fn container_port(c: &Value, port: &Value) -> Option<u16> {
-    match port {
-        Value::Number(n) => n.as_u64().map(|n| n as u16),
-        Value::String(name) => c["ports"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == *name)
-            .and_then(|p| p["containerPort"].as_u64())
-            .map(|n| n as u16),
-        _ => None,
-    }
-}
-
-fn workloads(objs: &[Value]) -> impl Iterator<Item = &Value> {
-    objs.iter()
-        .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "StatefulSet" | "Job")))
-}
-
 fn k8s_units(inp: &Inputs) -> Vec<Unit> {
     let mut units = vec![];
-    for w in workloads(&inp.objs) {
-        let c = container(w);
-        let image = scalar(&c["image"]);
-        let name = w["metadata"]["name"].as_str().unwrap().to_owned();
-        let mut env = match image.strip_prefix("pizza/") {
+    for (_, w) in workloads(&inp.objs) {
+        let c = w.container();
+        let mut env = match c.image.strip_prefix("pizza/") {
             Some(rest) => dockerfile_env(&inp.dockerfile, rest.split(':').next().unwrap()),
             None => BTreeMap::new(),
         };
         env.extend(container_env(&inp.objs, c));
         let mut unit = Unit {
-            name,
-            image,
+            name: w.metadata.name.clone(),
+            image: c.image.clone(),
             env,
             ..Unit::default()
         };
         for probe in ["readinessProbe", "livenessProbe"] {
-            let p = &c[probe];
+            let Some(p) = c.probe(probe) else { continue };
             let port = p
-                .pointer("/httpGet/port")
-                .or_else(|| p.pointer("/tcpSocket/port"));
+                .http_get
+                .as_ref()
+                .map(|h| &h.port)
+                .or_else(|| p.tcp_socket.as_ref().map(|t| &t.port));
             if let Some(port) = port {
-                let n =
-                    container_port(c, port).unwrap_or_else(|| panic!("{}: {probe} port {port}", unit.name));
+                let n = c
+                    .port(port)
+                    .unwrap_or_else(|| panic!("{}: {probe} port {port}", unit.name));
                 unit.health.push((probe.into(), n));
-            } else if let Some(cmd) = p.pointer("/exec/command") {
-                for n in health_ports(&strings(cmd)) {
+            } else if let Some(exec) = &p.exec {
+                for n in health_ports(&exec.command) {
                     unit.health.push((probe.into(), n));
                 }
             }
         }
-        let args: Vec<String> = strings(&c["args"])
-            .into_iter()
-            .chain(strings(&c["command"]))
-            .collect();
+        let args: Vec<String> = c.args.iter().chain(&c.command).cloned().collect();
         derive(&mut unit, &args);
         units.push(unit);
     }
@@ -433,7 +455,7 @@ fn compose_address_problems(inp: &Inputs) -> Vec<String> {
     // Published ports: the container side is listened on, and the shop and Jaeger are on the host.
     let mut published = BTreeMap::new();
     for u in &units {
-        for p in strings(&inp.compose["services"][&u.name]["ports"]) {
+        for p in &inp.compose.service(&u.name).ports {
             let parts: Vec<&str> = p.split(':').collect();
             let (host_port, container_port): (u16, u16) = (
                 parts[parts.len() - 2].parse().unwrap(),
@@ -484,62 +506,61 @@ fn jaeger_ui_link_problems(units: &[Unit], host: &str, port: u16) -> Vec<String>
 
 fn k8s_address_problems(inp: &Inputs) -> Vec<String> {
     let units = k8s_units(inp);
-    let services: Vec<&Value> = inp.objs.iter().filter(|o| o["kind"] == "Service").collect();
     let resolve = |host: &str, port: u16| -> Result<(String, u16), String> {
         // `kafka-0.kafka`: a StatefulSet pod's name under its headless Service.
         let svc_name = match host.split_once('.') {
-            Some((_, svc)) if services.iter().any(|s| s["metadata"]["name"] == svc) => svc,
+            Some((_, svc)) if services(&inp.objs).any(|s| s.metadata.name == svc) => svc,
             _ => host,
         };
-        let svc = services
-            .iter()
-            .find(|s| s["metadata"]["name"] == svc_name)
+        let svc = services(&inp.objs)
+            .find(|s| s.metadata.name == svc_name)
             .ok_or(format!("no Service {svc_name}"))?;
-        let sp = svc["spec"]["ports"]
-            .as_array()
-            .unwrap()
+        let sp = svc
+            .spec
+            .ports
             .iter()
-            .find(|p| p["port"] == port)
+            .find(|p| p.port == port)
             .ok_or(format!("Service {svc_name} has no port {port}"))?;
-        let selector = svc["spec"]["selector"]["app.kubernetes.io/name"]
-            .as_str()
-            .unwrap();
+        let selector = svc.spec.selector["app.kubernetes.io/name"].as_str();
         let w = workloads(&inp.objs)
-            .find(|w| w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == selector)
+            .map(|(_, w)| w)
+            .find(|w| w.app_label() == Some(selector))
             .ok_or(format!("Service {svc_name} selects no workload"))?;
-        let target = container_port(container(w), &sp["targetPort"]).ok_or(format!(
-            "Service {svc_name} port {port}: targetPort {} is not a container port",
-            sp["targetPort"]
-        ))?;
-        Ok((w["metadata"]["name"].as_str().unwrap().to_owned(), target))
+        let target = sp
+            .target_port
+            .as_ref()
+            .and_then(|t| w.container().port(t))
+            .ok_or(format!(
+                "Service {svc_name} port {port}: targetPort {:?} is not a container port",
+                sp.target_port
+            ))?;
+        Ok((w.metadata.name.clone(), target))
     };
     let mut problems = address_problems(&units, resolve);
     // kind: the node ports the overlay sets are the ones the cluster maps to localhost.
-    let mappings = inp.kind["nodes"][0]["extraPortMappings"]
-        .as_array()
-        .cloned()
+    let mappings = inp
+        .kind
+        .nodes
+        .first()
+        .map(|n| n.extra_port_mappings.clone())
         .unwrap_or_default();
     let mut host_of_service = BTreeMap::new();
-    for s in &services {
-        for p in s["spec"]["ports"].as_array().unwrap() {
-            if let Some(np) = p["nodePort"].as_u64() {
-                match mappings.iter().find(|m| m["containerPort"] == np) {
+    for s in services(&inp.objs) {
+        for p in &s.spec.ports {
+            if let Some(np) = p.node_port {
+                match mappings.iter().find(|m| m.container_port == np) {
                     Some(m) => {
-                        let name = s["metadata"]["name"].as_str().unwrap().to_owned();
-                        host_of_service.insert(
-                            name.clone(),
-                            (m["hostPort"].as_u64().unwrap() as u16, p["port"].clone()),
-                        );
-                        if m["listenAddress"] != "127.0.0.1" {
+                        host_of_service.insert(s.metadata.name.clone(), (m.host_port, p.port));
+                        if m.listen_address.as_deref() != Some("127.0.0.1") {
                             problems.push(format!(
-                                "kind maps {np} on {} instead of 127.0.0.1",
-                                m["listenAddress"]
+                                "kind maps {np} on {:?} instead of 127.0.0.1",
+                                m.listen_address
                             ));
                         }
                     }
                     None => problems.push(format!(
-                        "nodePort {np} of {} is not mapped by kind",
-                        s["metadata"]["name"]
+                        "nodePort {np} of {:?} is not mapped by kind",
+                        s.metadata.name
                     )),
                 }
             }
@@ -557,7 +578,7 @@ fn k8s_address_problems(inp: &Inputs) -> Vec<String> {
     });
     for (svc, container_side, host) in [("order", Some(8080), 8080), ("jaeger", jaeger_ui, 16686)] {
         match host_of_service.get(svc) {
-            Some((h, port)) if *h == host => match resolve(svc, port.as_u64().unwrap() as u16) {
+            Some((h, port)) if *h == host => match resolve(svc, *port) {
                 Ok((_, p)) if Some(p) == container_side => {}
                 other => problems.push(format!(
                     "{svc} on localhost:{host} reaches {other:?}, not {container_side:?}"
@@ -587,24 +608,23 @@ fn a_wrong_port_or_host_anywhere_is_found() {
     let good = inputs();
     let compose_cases: [Breakage; 6] = [
         ("kitchen URL port", |i| {
-            i.compose["services"]["delivery"]["environment"]["PIZZA_KITCHEN_URL"] =
-                "http://kitchen:8082".into()
+            set_compose_env(i, "delivery", "PIZZA_KITCHEN_URL", "http://kitchen:8082")
         }),
         ("unknown host", |i| {
-            i.compose["services"]["order"]["environment"]["PIZZA_KAFKA_BOOTSTRAP"] = "broker:9092".into()
+            set_compose_env(i, "order", "PIZZA_KAFKA_BOOTSTRAP", "broker:9092")
         }),
         ("loopback listener", |i| {
-            i.compose["services"]["kitchen"]["environment"]["PIZZA_KITCHEN_ADDR"] = "127.0.0.1:8081".into()
+            set_compose_env(i, "kitchen", "PIZZA_KITCHEN_ADDR", "127.0.0.1:8081")
         }),
         ("health check port", |i| {
-            i.compose["services"]["order"]["healthcheck"]["test"][2] = "http://127.0.0.1:8081/readyz".into()
+            let check = i.compose.service_mut("order").healthcheck.as_mut().unwrap();
+            check.test[2] = "http://127.0.0.1:8081/readyz".into()
         }),
         ("Jaeger address in the Collector", |i| {
-            i.compose["services"]["otel-collector"]["environment"]["JAEGER_OTLP_ENDPOINT"] =
-                "jaeger:14317".into()
+            set_compose_env(i, "otel-collector", "JAEGER_OTLP_ENDPOINT", "jaeger:14317")
         }),
         ("published port", |i| {
-            i.compose["services"]["order"]["ports"][0] = "127.0.0.1:8080:8088".into()
+            i.compose.service_mut("order").ports[0] = "127.0.0.1:8080:8088".into()
         }),
     ];
     for (name, breakage) in compose_cases {
@@ -620,14 +640,10 @@ fn a_wrong_port_or_host_anywhere_is_found() {
         let w = i
             .objs
             .iter_mut()
-            .find(|o| o["metadata"]["name"] == workload && o["kind"] != "Service")
+            .filter_map(Object::workload_mut)
+            .find(|w| w.metadata.name == workload)
             .unwrap();
-        let env = w
-            .pointer_mut("/spec/template/spec/containers/0/env")
-            .unwrap()
-            .as_array_mut()
-            .unwrap();
-        env.iter_mut().find(|e| e["name"] == var).unwrap()["value"] = value.into();
+        w.container_mut().set_env(var, value);
     };
     let k8s_cases: [BoxedBreakage; 5] = [
         (
@@ -655,29 +671,25 @@ fn a_wrong_port_or_host_anywhere_is_found() {
         (
             "probe port",
             Box::new(|i| {
-                let w = i
-                    .objs
-                    .iter_mut()
-                    .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "kitchen")
-                    .unwrap();
-                *w.pointer_mut("/spec/template/spec/containers/0/readinessProbe/httpGet/port")
-                    .unwrap() = json!(9999);
+                let c = workload_mut(&mut i.objs, "Deployment", "kitchen").container_mut();
+                c.readiness_probe
+                    .as_mut()
+                    .unwrap()
+                    .http_get
+                    .as_mut()
+                    .unwrap()
+                    .port = PortRef::Number(9999);
             }),
         ),
         (
             "service target port",
             Box::new(|i| {
-                let s = i
-                    .objs
-                    .iter_mut()
-                    .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "delivery")
-                    .unwrap();
-                s["spec"]["ports"][0]["targetPort"] = json!(8081);
+                service_mut(&mut i.objs, "delivery").spec.ports[0].target_port = Some(PortRef::Number(8081));
             }),
         ),
         (
             "kind port mapping",
-            Box::new(|i| i.kind["nodes"][0]["extraPortMappings"][0]["containerPort"] = json!(30081)),
+            Box::new(|i| i.kind.nodes[0].extra_port_mappings[0].container_port = 30081),
         ),
     ];
     for (name, breakage) in k8s_cases {
@@ -688,6 +700,14 @@ fn a_wrong_port_or_host_anywhere_is_found() {
             "kubernetes: {name} not found"
         );
     }
+}
+
+/// Sets a variable of a compose service's environment (a breakage).
+fn set_compose_env(i: &mut Inputs, service: &str, var: &str, value: &str) {
+    i.compose
+        .service_mut(service)
+        .environment
+        .insert(var.into(), value.into());
 }
 
 #[test]
@@ -712,6 +732,102 @@ fn the_containers_listen_on_the_ports_the_services_default_to() {
     }
 }
 
+// ---- the fault admin API's token ---------------------------------------------------------------------
+
+/// A service's admin token as a deployment gives it, by default, checked against the listen address
+/// with the services' own rule; a token made at deploy time is checked where it is made
+/// (deploy/kind/up.sh). In Kubernetes, no Secret of [`DEPLOY_TIME_SECRETS`] may be rendered.
+fn admin_token_problems(inp: &Inputs) -> Vec<String> {
+    let mut problems = vec![];
+    for (deployment, units) in [("compose", compose_units(inp)), ("kubernetes", k8s_units(inp))] {
+        for u in &units {
+            let Some(token) = u.env.get("PIZZA_ADMIN_TOKEN") else {
+                continue;
+            };
+            if DEPLOY_TIME_SECRETS
+                .iter()
+                .any(|(name, key)| *token == deploy_time_value(name, key))
+            {
+                continue;
+            }
+            for (port, host) in &u.listens {
+                let ip: IpAddr = host
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{}: listens on {host:?}: {e}", u.name));
+                if let Err(e) =
+                    pizza_servicekit::faults::admin_access(Some(token), SocketAddr::new(ip, *port))
+                {
+                    problems.push(format!("{deployment} {}: {e}", u.name));
+                }
+            }
+        }
+    }
+    for (name, _) in DEPLOY_TIME_SECRETS {
+        if secret(&inp.objs, name).is_some() {
+            problems.push(format!(
+                "kubernetes: Secret {name} is rendered; it is made at deploy time (deploy/kind/up.sh)"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_service_beyond_loopback_is_given_a_published_or_short_admin_token() {
+    let p = admin_token_problems(&inputs());
+    assert!(p.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn a_published_or_short_admin_token_or_a_rendered_token_secret_is_found() {
+    let good = inputs();
+    let rendered_secret = |i: &mut Inputs, token: &str| {
+        use base64::Engine as _;
+        i.objs.push(Object::Secret(Data {
+            metadata: Metadata {
+                name: "admin-token".into(),
+                ..Metadata::default()
+            },
+            data: BTreeMap::from([(
+                "PIZZA_ADMIN_TOKEN".into(),
+                base64::engine::general_purpose::STANDARD.encode(token),
+            )]),
+        }));
+    };
+    let cases: [BoxedBreakage; 4] = [
+        (
+            "compose default of the workshop token",
+            Box::new(|i| {
+                set_compose_env(
+                    i,
+                    "order",
+                    "PIZZA_ADMIN_TOKEN",
+                    pizza_servicekit::WORKSHOP_ADMIN_TOKEN,
+                )
+            }),
+        ),
+        (
+            "compose default of a short token",
+            Box::new(|i| set_compose_env(i, "kitchen", "PIZZA_ADMIN_TOKEN", "letmein")),
+        ),
+        (
+            "a rendered Secret with the workshop token",
+            Box::new(move |i| rendered_secret(i, pizza_servicekit::WORKSHOP_ADMIN_TOKEN)),
+        ),
+        (
+            "a rendered Secret, even with a long token",
+            Box::new(move |i| rendered_secret(i, "0123456789abcdef0123456789abcdef")),
+        ),
+    ];
+    for (name, breakage) in cases {
+        let mut broken = good.clone();
+        breakage(&mut broken);
+        let p = admin_token_problems(&broken);
+        assert!(!p.is_empty(), "{name} not found");
+        eprintln!("{name}: {p:?}");
+    }
+}
+
 // ---- environment variables ----------------------------------------------------------------------------
 
 fn env_problems(inp: &Inputs) -> Vec<String> {
@@ -725,28 +841,18 @@ fn env_problems(inp: &Inputs) -> Vec<String> {
             }
         }
     };
-    for (name, svc) in inp.compose["services"].as_object().unwrap() {
+    for (name, svc) in &inp.compose.services {
         check(
             "compose",
             name,
-            &scalar(&svc["image"]),
-            compose_env(svc).into_keys().collect(),
+            &program_image(&inp.dockerfile, svc.target(), &svc.image),
+            svc.environment.keys().cloned().collect(),
         );
     }
-    for w in workloads(&inp.objs) {
-        let c = container(w);
-        let names = c["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| scalar(&e["name"]))
-            .collect();
-        check(
-            "kubernetes",
-            w["metadata"]["name"].as_str().unwrap(),
-            &scalar(&c["image"]),
-            names,
-        );
+    for (_, w) in workloads(&inp.objs) {
+        let c = w.container();
+        let names = c.env.iter().map(|e| e.name.clone()).collect();
+        check("kubernetes", &w.metadata.name, &c.image, names);
     }
     for svc in ["order", "kitchen", "delivery", "load"] {
         let names = dockerfile_env(&inp.dockerfile, svc).into_keys().collect();
@@ -776,13 +882,13 @@ fn a_variable_nothing_reads_is_found() {
     let good = inputs();
     let cases: [Breakage; 4] = [
         ("misspelt service variable", |i| {
-            i.compose["services"]["kitchen"]["environment"]["PIZZA_KITCHEN_OVEN"] = "2".into()
+            set_compose_env(i, "kitchen", "PIZZA_KITCHEN_OVEN", "2")
         }),
         ("another service's address", |i| {
-            i.compose["services"]["kitchen"]["environment"]["PIZZA_ORDER_ADDR"] = "0.0.0.0:1".into()
+            set_compose_env(i, "kitchen", "PIZZA_ORDER_ADDR", "0.0.0.0:1")
         }),
         ("Collector variable its config does not read", |i| {
-            i.compose["services"]["otel-collector"]["environment"]["OTELCOL_LISTEN_PORT"] = "1".into()
+            set_compose_env(i, "otel-collector", "OTELCOL_LISTEN_PORT", "1")
         }),
         ("Dockerfile ENV", |i| {
             i.dockerfile = i
@@ -796,16 +902,14 @@ fn a_variable_nothing_reads_is_found() {
         assert!(!env_problems(&broken).is_empty(), "{name} not found");
     }
     let mut broken = good.clone();
-    let w = broken
-        .objs
-        .iter_mut()
-        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "delivery")
-        .unwrap();
-    w.pointer_mut("/spec/template/spec/containers/0/env")
-        .unwrap()
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "PIZZA_DELIVERY_DRIVERS", "value": "3"}));
+    workload_mut(&mut broken.objs, "Deployment", "delivery")
+        .container_mut()
+        .env
+        .push(support::model::EnvVar {
+            name: "PIZZA_DELIVERY_DRIVERS".into(),
+            value: Some("3".into()),
+            value_from: None,
+        });
     assert!(
         !env_problems(&broken).is_empty(),
         "kubernetes: an unread variable not found"
@@ -816,13 +920,13 @@ fn a_variable_nothing_reads_is_found() {
 
 fn images(inp: &Inputs) -> Vec<(String, String)> {
     let mut all = vec![];
-    for (name, svc) in inp.compose["services"].as_object().unwrap() {
-        all.push((format!("compose {name}"), scalar(&svc["image"])));
+    for (name, svc) in &inp.compose.services {
+        all.push((format!("compose {name}"), svc.image.clone()));
     }
-    for w in workloads(&inp.objs) {
+    for (_, w) in workloads(&inp.objs) {
         all.push((
-            format!("kubernetes {}", w["metadata"]["name"]),
-            scalar(&container(w)["image"]),
+            format!("kubernetes {:?}", w.metadata.name),
+            w.container().image.clone(),
         ));
     }
     let stages: BTreeSet<&str> = inp
@@ -837,8 +941,8 @@ fn images(inp: &Inputs) -> Vec<(String, String)> {
             all.push(("Dockerfile".into(), image.to_owned()));
         }
     }
-    for n in inp.kind["nodes"].as_array().unwrap() {
-        all.push(("kind node".into(), scalar(&n["image"])));
+    for n in &inp.kind.nodes {
+        all.push(("kind node".into(), n.image.clone()));
     }
     all
 }
@@ -883,7 +987,7 @@ fn image_problems(inp: &Inputs) -> Vec<String> {
             .unwrap_or_default()
     };
     let workspace = yaml_like_value(&read("Cargo.toml"), "version");
-    for svc in ["order", "kitchen", "delivery", "load"] {
+    for svc in ["order", "kitchen", "delivery", "load", "otel-collector"] {
         if version(&format!("pizza/{svc}")) != workspace {
             problems.push(format!(
                 "pizza/{svc} is not tagged with the workspace version {workspace}"
@@ -900,13 +1004,10 @@ fn image_problems(inp: &Inputs) -> Vec<String> {
         problems.push("the Kafka image is not the native broker's version".into());
     }
     let jaeger = version("jaegertracing/jaeger");
-    let natives = [
-        infra_var("JAEGER_COMMIT_LABEL"),
-        infra_var("JAEGER_FALLBACK_LABEL"),
-    ];
-    if !natives.iter().any(|n| n.trim_start_matches('v') == jaeger) {
+    let native = infra_var("JAEGER_VERSION");
+    if native.trim_start_matches('v') != jaeger {
         problems.push(format!(
-            "the Jaeger image {jaeger} is none of the native builds {natives:?}"
+            "the Jaeger image {jaeger} is not the native build {native}"
         ));
     }
     let toolchain = yaml_like_value(&read("rust-toolchain.toml"), "channel");
@@ -953,13 +1054,13 @@ fn an_unpinned_or_drifting_image_is_found() {
     let good = inputs();
     let cases: [Breakage; 6] = [
         ("latest", |i| {
-            i.compose["services"]["postgres"]["image"] = "postgres:latest".into()
+            i.compose.service_mut("postgres").image = "postgres:latest".into()
         }),
         ("untagged", |i| {
-            i.compose["services"]["prometheus"]["image"] = "prom/prometheus".into()
+            i.compose.service_mut("prometheus").image = "prom/prometheus".into()
         }),
         ("compose and kubernetes differ", |i| {
-            i.compose["services"]["jaeger"]["image"] = "jaegertracing/jaeger:2.12.0".into()
+            i.compose.service_mut("jaeger").image = "jaegertracing/jaeger:2.13.0".into()
         }),
         ("Collector drifts from the builder", |i| {
             i.dockerfile
@@ -983,47 +1084,48 @@ fn an_unpinned_or_drifting_image_is_found() {
 
 fn health_problems(inp: &Inputs) -> Vec<String> {
     let mut problems = vec![];
-    let services = inp.compose["services"].as_object().unwrap();
+    let services = &inp.compose.services;
     for (name, svc) in services {
-        let one_shot = svc["restart"] == "no";
-        let has_check = svc["healthcheck"]["test"].is_array();
-        if !one_shot && !has_check && !NO_HEALTHCHECK_CLIENT.contains(&name.as_str()) {
+        let has_check = svc.healthcheck.is_some();
+        if !svc.one_shot() && !has_check {
             problems.push(format!("compose {name}: no healthcheck"));
         }
-        if service_command(name).is_some()
-            && !strings(&svc["healthcheck"]["test"]).join(" ").contains("/readyz")
-        {
+        if service_command(name).is_some() && !svc.health_test().join(" ").contains("/readyz") {
             problems.push(format!("compose {name}: the healthcheck does not ask /readyz"));
         }
-        for (dep, cond) in svc["depends_on"].as_object().into_iter().flatten() {
+        for (dep, cond) in &svc.depends_on {
             let target = &services[dep];
-            match cond["condition"].as_str() {
-                Some("service_healthy") if !target["healthcheck"]["test"].is_array() => problems.push(
-                    format!("compose {name} waits for {dep} to be healthy; it has no healthcheck"),
-                ),
-                Some("service_completed_successfully") if target["restart"] != "no" => problems.push(
-                    format!("compose {name} waits for {dep} to complete; it is not one-shot"),
-                ),
+            match cond.condition.as_str() {
+                "service_healthy" if target.healthcheck.is_none() => problems.push(format!(
+                    "compose {name} waits for {dep} to be healthy; it has no healthcheck"
+                )),
+                "service_completed_successfully" if !target.one_shot() => problems.push(format!(
+                    "compose {name} waits for {dep} to complete; it is not one-shot"
+                )),
                 _ => {}
             }
         }
     }
-    for w in workloads(&inp.objs).filter(|w| w["kind"] != "Job") {
-        let name = w["metadata"]["name"].as_str().unwrap();
-        let c = container(w);
+    for (_, w) in workloads(&inp.objs).filter(|(kind, _)| *kind != "Job") {
+        let name = w.metadata.name.as_str();
+        let c = w.container();
         for probe in ["readinessProbe", "livenessProbe"] {
-            if !c[probe].is_object() {
+            if c.probe(probe).is_none() {
                 problems.push(format!("kubernetes {name}: no {probe}"));
             }
         }
         for r in ["cpu", "memory"] {
-            if c["resources"]["requests"][r].is_null() {
+            if !c.resources.requests.contains_key(r) {
                 problems.push(format!("kubernetes {name}: no {r} request"));
             }
         }
         if service_command(name).is_some() {
             for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
-                if c[probe]["httpGet"]["path"] != path {
+                let asked = c
+                    .probe(probe)
+                    .and_then(|p| p.http_get.as_ref())
+                    .and_then(|h| h.path.as_deref());
+                if asked != Some(path) {
                     problems.push(format!("kubernetes {name}: {probe} does not ask {path}"));
                 }
             }
@@ -1043,41 +1145,27 @@ fn a_missing_health_check_or_probe_is_found() {
     let good = inputs();
     let cases: [Breakage; 5] = [
         ("compose healthcheck", |i| {
-            i.compose["services"]["kitchen"]
-                .as_object_mut()
-                .unwrap()
-                .remove("healthcheck");
+            i.compose.service_mut("kitchen").healthcheck = None;
         }),
         ("healthcheck on /healthz", |i| {
-            i.compose["services"]["order"]["healthcheck"]["test"][2] = "http://127.0.0.1:8080/healthz".into()
+            let check = i.compose.service_mut("order").healthcheck.as_mut().unwrap();
+            check.test[2] = "http://127.0.0.1:8080/healthz".into()
         }),
         ("depends on a service without a check", |i| {
-            i.compose["services"]["order"]["depends_on"]["otel-collector"]["condition"] =
-                "service_healthy".into()
+            let order = i.compose.service_mut("order");
+            order.depends_on.get_mut("kafka-init").unwrap().condition = "service_healthy".into();
         }),
         ("liveness probe", |i| {
-            let w = i
-                .objs
-                .iter_mut()
-                .find(|o| o["kind"] == "StatefulSet" && o["metadata"]["name"] == "kafka")
-                .unwrap();
-            w.pointer_mut("/spec/template/spec/containers/0")
-                .unwrap()
-                .as_object_mut()
-                .unwrap()
-                .remove("livenessProbe");
+            workload_mut(&mut i.objs, "StatefulSet", "kafka")
+                .container_mut()
+                .liveness_probe = None;
         }),
         ("resource request", |i| {
-            let w = i
-                .objs
-                .iter_mut()
-                .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "order")
-                .unwrap();
-            w.pointer_mut("/spec/template/spec/containers/0/resources")
-                .unwrap()
-                .as_object_mut()
-                .unwrap()
-                .remove("requests");
+            workload_mut(&mut i.objs, "Deployment", "order")
+                .container_mut()
+                .resources
+                .requests
+                .clear();
         }),
     ];
     for (name, breakage) in cases {
@@ -1094,11 +1182,10 @@ fn topic_problems(inp: &Inputs) -> Vec<String> {
     let native = topics(&read("deploy/local/kafka/topics.txt"));
     let script = read("deploy/kafka/create-topics.sh");
     // compose: kafka-init mounts the native list itself where the script reads it.
-    let init = &inp.compose["services"]["kafka-init"];
-    let file = compose_env(init).get("TOPICS_FILE").cloned().unwrap_or_default();
-    let mounts = strings(&init["volumes"]);
+    let init = inp.compose.service("kafka-init");
+    let file = init.environment.get("TOPICS_FILE").cloned().unwrap_or_default();
     let mounted = |target: &str| {
-        mounts.iter().find_map(|m| {
+        init.volumes.iter().find_map(|m| {
             let parts: Vec<&str> = m.split(':').collect();
             (parts.get(1) == Some(&target)).then(|| root().join("deploy").join(parts[0]))
         })
@@ -1109,10 +1196,7 @@ fn topic_problems(inp: &Inputs) -> Vec<String> {
             "compose kafka-init: {file} is {other:?}, not the native topic list"
         )),
     }
-    match (
-        strings(&init["command"]).last(),
-        mounted("/etc/pizza/create-topics.sh"),
-    ) {
+    match (init.command.last(), mounted("/etc/pizza/create-topics.sh")) {
         (Some(cmd), Some(src))
             if cmd == "/etc/pizza/create-topics.sh"
                 && std::fs::read_to_string(&src).ok() == Some(script.clone()) => {}
@@ -1121,24 +1205,31 @@ fn topic_problems(inp: &Inputs) -> Vec<String> {
         )),
     }
     // Kubernetes: the Job mounts the generated ConfigMap holding the same list and script.
-    let Some(cm) = generated(&inp.objs, "ConfigMap", "kafka-topics") else {
+    let Some(cm) = generated_config_map(&inp.objs, "kafka-topics") else {
         return vec!["no kafka-topics ConfigMap".into()];
     };
-    if topics(cm["data"]["topics.txt"].as_str().unwrap_or("")) != native {
+    if topics(cm.data.get("topics.txt").map_or("", String::as_str)) != native {
         problems.push("kubernetes: the kafka-topics ConfigMap is not the native topic list".into());
     }
-    if cm["data"]["create-topics.sh"].as_str() != Some(&script) {
+    if cm.data.get("create-topics.sh") != Some(&script) {
         problems.push("kubernetes: the kafka-topics ConfigMap does not carry create-topics.sh".into());
     }
-    let job = find(&inp.objs, "Job", "kafka-topics").expect("a kafka-topics Job");
-    let env = container_env(&inp.objs, container(job));
+    let job = workloads(&inp.objs)
+        .find(|(kind, w)| *kind == "Job" && w.metadata.name == "kafka-topics")
+        .map(|(_, w)| w)
+        .expect("a kafka-topics Job");
+    let env = container_env(&inp.objs, job.container());
     let dir = env
         .get("TOPICS_FILE")
         .and_then(|f| f.rsplit_once('/'))
         .map(|(d, _)| d.to_owned());
-    let mount = container(job)["volumeMounts"][0].clone();
-    let volume = &job["spec"]["template"]["spec"]["volumes"][0];
-    if Some(scalar(&mount["mountPath"])) != dir || volume["configMap"]["name"] != cm["metadata"]["name"] {
+    let mount = job.container().volume_mounts.first();
+    let volume = job.spec.template.spec.volumes.first();
+    let mounts_list = mount.map(|m| m.mount_path.clone()) == dir;
+    let of_config_map = volume
+        .and_then(|v| v.config_map.as_ref())
+        .is_some_and(|c| c.name == cm.metadata.name);
+    if !mounts_list || !of_config_map {
         problems.push(format!(
             "kubernetes: the Job does not mount the topic list at {dir:?}"
         ));
@@ -1158,30 +1249,18 @@ fn a_drifting_topic_list_is_found() {
     let good = inputs();
     let cases: [Breakage; 3] = [
         ("compose mounts another list", |i| {
-            i.compose["services"]["kafka-init"]["volumes"][1] =
+            i.compose.service_mut("kafka-init").volumes[1] =
                 "./local/kafka/server.properties:/etc/pizza/topics.txt:ro".into()
         }),
         ("a topic missing in the ConfigMap", |i| {
-            let cm = i
-                .objs
-                .iter_mut()
-                .find(|o| {
-                    o["kind"] == "ConfigMap" && scalar(&o["metadata"]["name"]).starts_with("kafka-topics")
-                })
-                .unwrap();
-            let text = scalar(&cm["data"]["topics.txt"]).replace("delivery.events 3\n", "");
-            cm["data"]["topics.txt"] = text.into();
+            let cm = generated_config_map_mut(&mut i.objs, "kafka-topics");
+            let text = cm.data["topics.txt"].replace("delivery.events 3\n", "");
+            cm.data.insert("topics.txt".into(), text);
         }),
         ("another partition count", |i| {
-            let cm = i
-                .objs
-                .iter_mut()
-                .find(|o| {
-                    o["kind"] == "ConfigMap" && scalar(&o["metadata"]["name"]).starts_with("kafka-topics")
-                })
-                .unwrap();
-            let text = scalar(&cm["data"]["topics.txt"]).replace("orders.events 3", "orders.events 1");
-            cm["data"]["topics.txt"] = text.into();
+            let cm = generated_config_map_mut(&mut i.objs, "kafka-topics");
+            let text = cm.data["topics.txt"].replace("orders.events 3", "orders.events 1");
+            cm.data.insert("topics.txt".into(), text);
         }),
     ];
     for (name, breakage) in cases {
@@ -1208,12 +1287,12 @@ fn mib(limit: &str) -> Option<u64> {
 fn memory_problems(inp: &Inputs) -> (u64, Vec<String>) {
     let mut problems = vec![];
     let mut sum = 0;
-    for (name, svc) in inp.compose["services"].as_object().unwrap() {
-        if svc["profiles"].is_array() {
+    for (name, svc) in &inp.compose.services {
+        if !svc.profiles.is_empty() {
             continue;
         }
-        match svc["mem_limit"].as_str().and_then(mib) {
-            Some(m) if svc["restart"] != "no" => sum += m,
+        match svc.mem_limit.as_deref().and_then(mib) {
+            Some(m) if !svc.one_shot() => sum += m,
             Some(_) => {}
             None => problems.push(format!("compose {name}: no mem_limit in m or g")),
         }
@@ -1236,13 +1315,10 @@ fn the_default_profile_fits_in_the_stated_footprint() {
 #[test]
 fn a_container_without_a_limit_or_over_the_budget_is_found() {
     let mut broken = inputs();
-    broken.compose["services"]["kafka"]["mem_limit"] = "1g".into();
+    broken.compose.service_mut("kafka").mem_limit = Some("1g".into());
     assert!(!memory_problems(&broken).1.is_empty(), "over budget not found");
     let mut broken = inputs();
-    broken.compose["services"]["jaeger"]
-        .as_object_mut()
-        .unwrap()
-        .remove("mem_limit");
+    broken.compose.service_mut("jaeger").mem_limit = None;
     assert!(
         !memory_problems(&broken).1.is_empty(),
         "a missing limit not found"
@@ -1260,11 +1336,11 @@ fn dockerfile_problems(inp: &Inputs, bins: &BTreeSet<String>) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
         .collect();
     let up = read("deploy/kind/up.sh");
-    let mut targets: BTreeSet<String> = inp.compose["services"]
-        .as_object()
-        .unwrap()
+    let mut targets: BTreeSet<String> = inp
+        .compose
+        .services
         .values()
-        .filter_map(|s| s.pointer("/build/target").map(scalar))
+        .filter_map(|s| s.target().map(str::to_owned))
         .collect();
     let kind_targets = up.lines().find(|l| l.starts_with("for svc in")).unwrap();
     // `for svc in order kitchen delivery; do`
@@ -1277,9 +1353,12 @@ fn dockerfile_problems(inp: &Inputs, bins: &BTreeSet<String>) -> Vec<String> {
     for t in &targets {
         if !stages.contains(t) {
             problems.push(format!("no Dockerfile stage {t}"));
+            continue;
         }
+        // Our programs' stages run their binary; the others extend an upstream image (the Collector).
+        let ours = program_image(&inp.dockerfile, Some(t), "ours") == "ours";
         let entry = format!("ENTRYPOINT [\"/usr/local/bin/pizza-{t}\"]");
-        if !inp.dockerfile.contains(&entry) {
+        if ours && !inp.dockerfile.contains(&entry) {
             problems.push(format!("stage {t} does not run pizza-{t}"));
         }
     }
@@ -1291,15 +1370,20 @@ fn dockerfile_problems(inp: &Inputs, bins: &BTreeSet<String>) -> Vec<String> {
     problems
 }
 
-/// The binaries of the workspace, from `cargo metadata`.
-fn workspace_bins() -> BTreeSet<String> {
+/// `cargo metadata` of the workspace's own packages.
+fn cargo_metadata() -> Value {
     let out = std::process::Command::new(env!("CARGO"))
         .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
         .current_dir(root())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The binaries of the workspace, from `cargo metadata`.
+fn workspace_bins() -> BTreeSet<String> {
+    let meta = cargo_metadata();
     meta["packages"]
         .as_array()
         .unwrap()
@@ -1316,7 +1400,13 @@ fn the_dockerfile_builds_every_image_compose_and_kind_ask_for() {
     let p = dockerfile_problems(&inputs(), &bins);
     assert!(p.is_empty(), "{p:#?}");
     let mut broken = inputs();
-    broken.compose["services"]["kitchen"]["build"]["target"] = "kitchens".into();
+    broken
+        .compose
+        .service_mut("kitchen")
+        .build
+        .as_mut()
+        .unwrap()
+        .target = Some("kitchens".into());
     assert!(
         !dockerfile_problems(&broken, &bins).is_empty(),
         "a missing stage not found"
@@ -1329,6 +1419,83 @@ fn the_dockerfile_builds_every_image_compose_and_kind_ask_for() {
         !dockerfile_problems(&broken, &bins).is_empty(),
         "a binary no package has not found"
     );
+}
+
+// ---- the image build's context -------------------------------------------------------------------------
+
+/// Whether .dockerignore keeps `path` (relative to the root, `/`-separated) out of the build context,
+/// for the pattern forms it uses: `dir/` (everything below), `**/name/` (a directory of that name
+/// anywhere), a plain path, and `!` to keep; the last pattern that matches decides, as in Docker.
+fn docker_ignored(dockerignore: &str, path: &str) -> bool {
+    let mut ignored = false;
+    for line in dockerignore.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (keep, pattern) = match line.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, line),
+        };
+        let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+        let hit = match pattern.strip_prefix("**/") {
+            Some(name) => path.split('/').any(|c| c == name),
+            None => path == pattern || path.starts_with(&format!("{pattern}/")),
+        };
+        if hit {
+            ignored = !keep;
+        }
+    }
+    ignored
+}
+
+/// Every workspace member's manifest is in the image build's context: `cargo chef prepare` and
+/// `cargo build` read all of them, whatever they build.
+fn build_context_problems(dockerignore: &str, manifests: &[String]) -> Vec<String> {
+    manifests
+        .iter()
+        .filter(|m| docker_ignored(dockerignore, m))
+        .map(|m| format!(".dockerignore leaves the workspace member {m} out of the image build"))
+        .collect()
+}
+
+/// The manifests of the workspace's members, relative to the root.
+fn workspace_manifests() -> Vec<String> {
+    let root = root();
+    cargo_metadata()["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let path = std::path::PathBuf::from(scalar(&p["manifest_path"]));
+            path.strip_prefix(&root).unwrap().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_build_context_holds_every_workspace_member() {
+    let dockerignore = read(".dockerignore");
+    let manifests = workspace_manifests();
+    assert!(manifests.iter().any(|m| m == "docs/workshop/check/Cargo.toml"));
+    let p = build_context_problems(&dockerignore, &manifests);
+    assert!(p.is_empty(), "{p:#?}");
+    let broken = dockerignore.replace("!docs/workshop/check/", "");
+    assert_ne!(broken, dockerignore);
+    assert!(
+        !build_context_problems(&broken, &manifests).is_empty(),
+        "a member left out of the context not found"
+    );
+}
+
+#[test]
+fn dockerignore_patterns_match_as_docker_does() {
+    let rules = "**/target/\ndocs/\n!docs/workshop/check/\ndeploy/Dockerfile\n";
+    assert!(docker_ignored(rules, "services/order/target/debug/x"));
+    assert!(docker_ignored(rules, "docs/deployments.md"));
+    assert!(!docker_ignored(rules, "docs/workshop/check/Cargo.toml"));
+    assert!(docker_ignored(rules, "deploy/Dockerfile"));
+    assert!(!docker_ignored(rules, "deploy/Dockerfile.other"));
+    assert!(!docker_ignored(rules, "services/order/Cargo.toml"));
 }
 
 // ---- the helpers' own behaviour -----------------------------------------------------------------------

@@ -19,13 +19,9 @@ use std::time::Duration;
 use pizza_contracts::events::{
     DeliveryEvent, DeliveryIssue, OrderCompleted, OrderOnItsWay, OrderOutForDelivery,
 };
-use pizza_messaging::{Envelope, Outbox, OutboxError};
-use pizza_servicekit::Faults;
-use pizza_telemetry::attributes::{pizza, semconv};
-use pizza_telemetry::propagation;
-use sqlx::{PgPool, Postgres, Transaction};
+use pizza_servicekit::effects::{self, Effects};
+use sqlx::{Postgres, Transaction};
 use tracing::{Instrument as _, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::kitchen_client::{KitchenClient, Pickup};
 use crate::store::{self, DeliveryRow, StoreError};
@@ -44,31 +40,12 @@ pub mod reasons {
     pub const PICKUP_TIMEOUT: &str = "pickup-timeout";
 }
 
-/// Why a round failed (it is retried on the next tick).
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// A delivery query failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The transaction could not begin or commit.
-    #[error("driver transaction failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The event could not be written to the outbox.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
-}
-
 /// The driver loop. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Drivers {
-    /// The service's database.
-    pub pool: PgPool,
-    /// Where events go.
-    pub outbox: Outbox,
-    /// The topic of the service's events.
-    pub topic: String,
-    /// The live fault plan (`driver`, `db_latency_ms`).
-    pub faults: Faults,
+    /// The service's database, the live fault plan (`driver`, `db_latency_ms`) and where its events
+    /// go ([`EVENT_SOURCE`], `delivery.events`).
+    pub effects: Effects,
     /// The kitchen.
     pub kitchen: KitchenClient,
     /// Position updates per delivery.
@@ -89,8 +66,9 @@ impl Drivers {
         pizza_servicekit::background::rounds("driver", self.tick, shutdown, || self.round()).await;
     }
 
-    /// Takes every due delivery one step further; returns how many steps were taken.
-    pub async fn round(&self) -> Result<usize, DriverError> {
+    /// Takes every due delivery one step further; returns how many steps were taken. A failed round
+    /// is retried on the next tick.
+    pub async fn round(&self) -> Result<usize, StoreError> {
         let mut steps = 0;
         while self.step_one().await? {
             steps += 1;
@@ -98,12 +76,8 @@ impl Drivers {
         Ok(steps)
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, DriverError> {
-        Ok(pizza_servicekit::store::begin(&self.pool, &self.faults).await?)
-    }
-
-    async fn step_one(&self) -> Result<bool, DriverError> {
-        let mut tx = self.begin().await?;
+    async fn step_one(&self) -> Result<bool, StoreError> {
+        let mut tx = self.effects.begin().await?;
         let Some(row) = store::lock_one_due(&mut *tx).await? else {
             tx.commit().await?;
             return Ok(false);
@@ -131,7 +105,7 @@ impl Drivers {
         &self,
         tx: &mut Transaction<'static, Postgres>,
         row: &DeliveryRow,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StoreError> {
         match self.kitchen.pickup(row.order_id).await {
             Pickup::PickedUp => {
                 store::mark_picked_up(&mut **tx, row.delivery_id, self.leg_time.as_secs_f64()).await?;
@@ -166,8 +140,8 @@ impl Drivers {
         &self,
         tx: &mut Transaction<'static, Postgres>,
         row: &DeliveryRow,
-    ) -> Result<(), DriverError> {
-        if self.faults.business_failure(DRIVER_FAULT) {
+    ) -> Result<(), StoreError> {
+        if self.effects.faults.business_failure(DRIVER_FAULT) {
             tracing::warn!(delivery_id = %row.delivery_id, "driver failed (fault plan)");
             return self.fail(tx, row, reasons::DRIVER_FAILURE).await;
         }
@@ -205,9 +179,8 @@ impl Drivers {
         tx: &mut Transaction<'static, Postgres>,
         row: &DeliveryRow,
         reason: &'static str,
-    ) -> Result<(), DriverError> {
-        Span::current().record("otel.status_code", "ERROR");
-        Span::current().set_attribute(semconv::ERROR_TYPE, reason);
+    ) -> Result<(), StoreError> {
+        effects::fail_current(reason);
         store::mark_failed(&mut **tx, row.delivery_id, reason).await?;
         self.publish(
             tx,
@@ -225,11 +198,8 @@ impl Drivers {
         &self,
         tx: &mut Transaction<'static, Postgres>,
         event: DeliveryEvent,
-    ) -> Result<(), DriverError> {
-        self.outbox
-            .enqueue_to(tx, &self.topic, &Envelope::new(EVENT_SOURCE, event))
-            .await?;
-        Ok(())
+    ) -> Result<(), StoreError> {
+        Ok(self.effects.publish(tx, event).await?)
     }
 }
 
@@ -246,9 +216,7 @@ fn delivery_span(name: &'static str, row: &DeliveryRow) -> Span {
         otel.kind = "internal",
         otel.status_code = tracing::field::Empty,
     );
-    // Before the span is first entered, so the stored context is its parent.
-    let _ = span.set_parent(propagation::carrier_to_context(&row.carrier()));
-    span.set_attribute(pizza::ORDER_ID, row.order_id.to_string());
+    effects::continue_stored(&span, &row.trace_carrier.0, row.order_id);
     span
 }
 

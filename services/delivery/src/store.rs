@@ -3,13 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::migrate::Migrator;
+use sqlx::PgExecutor;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
-
-/// The schema the service owns (its tables, its migration history, its outbox and inbox).
-pub const SCHEMA: &str = "delivery";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,22 +13,10 @@ pub enum StoreError {
     /// A query failed.
     #[error("delivery database query failed: {0}")]
     Database(#[from] sqlx::Error),
-    /// A migration failed, an applied one was edited, or the messaging tables could not be
-    /// created.
+    /// An event could not be written to the outbox (in the same transaction as the change it
+    /// reports).
     #[error(transparent)]
-    Migrate(#[from] pizza_servicekit::store::MigrateError),
-}
-
-/// Creates the schema `delivery` with its tables, then the outbox and inbox in it, each set with its
-/// own migration history (see `pizza_servicekit::store`).
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let migrator: Migrator = sqlx::migrate!("./migrations");
-    Ok(pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?)
-}
-
-/// [`SCHEMA`] as the messaging crate names it.
-pub fn messaging_schema() -> pizza_messaging::Schema {
-    pizza_messaging::Schema::new(SCHEMA).expect("`delivery` is a valid schema name")
+    Outbox(#[from] pizza_messaging::OutboxError),
 }
 
 /// A delivery row.
@@ -54,17 +38,6 @@ pub struct DeliveryRow {
     pub failure_reason: Option<String>,
     /// The context of the span that accepted the request.
     pub trace_carrier: Json<BTreeMap<String, String>>,
-}
-
-impl DeliveryRow {
-    /// The stored carrier as pairs for `carrier_to_context`.
-    pub fn carrier(&self) -> Vec<(String, String)> {
-        self.trace_carrier
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
 }
 
 /// Records a requested delivery unless the order has one. True if it was new.

@@ -13,7 +13,7 @@ use pizza_contracts::events::{DeliveryAddress, DeliveryCommand, DeliveryRequeste
 use pizza_contracts::types;
 use pizza_delivery::{Config, Delivery};
 use pizza_messaging::Envelope;
-use pizza_servicekit::ServiceConfig;
+use pizza_servicekit::{Host, ServiceConfig};
 use pizza_telemetry::attributes::pizza;
 use pizza_testkit::app::Running;
 use pizza_testkit::conventions::{Registry, personal_data, unknown_attributes};
@@ -77,6 +77,8 @@ fn kitchen_config(topics: &Topics, time_scale: f64) -> pizza_kitchen::Config {
             time_scale,
             admin_token: None,
             faults: None,
+            telemetry: Default::default(),
+            instance_id: None,
         },
         addr: "127.0.0.1:0".parse().unwrap(),
         cook_seconds: 8.0,
@@ -98,6 +100,8 @@ fn delivery_config(topics: &Topics, kitchen_url: &str) -> Config {
             time_scale: 0.02,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             faults: None,
+            telemetry: Default::default(),
+            instance_id: None,
         },
         addr: "127.0.0.1:0".parse().unwrap(),
         kitchen_url: kitchen_url.to_owned(),
@@ -124,13 +128,16 @@ struct Shop {
 impl Shop {
     async fn open(pool: &PgPool, kitchen_time_scale: f64) -> anyhow::Result<Self> {
         let topics = Topics::create().await?;
-        let kitchen =
-            pizza_kitchen::Kitchen::with_pool(kitchen_config(&topics, kitchen_time_scale), pool.clone())
-                .await?;
+        let kitchen = Host::<pizza_kitchen::Kitchen>::with_pool(
+            kitchen_config(&topics, kitchen_time_scale),
+            pool.clone(),
+        )
+        .await?;
         let kitchen =
             Running::start(|listener, shutdown| async move { Ok(kitchen.run(listener, shutdown).await?) })
                 .await?;
-        let delivery = Delivery::with_pool(delivery_config(&topics, &kitchen.base), pool.clone()).await?;
+        let delivery =
+            Host::<Delivery>::with_pool(delivery_config(&topics, &kitchen.base), pool.clone()).await?;
         let delivery =
             Running::start(|listener, shutdown| async move { Ok(delivery.run(listener, shutdown).await?) })
                 .await?;
@@ -251,7 +258,7 @@ async fn finish_cooking(pool: &PgPool, order: Uuid) -> anyhow::Result<()> {
 #[sqlx::test(migrations = false)]
 async fn bad_status_requests_get_a_4xx_problem(pool: PgPool) -> anyhow::Result<()> {
     let topics = Topics::create().await?;
-    let delivery = Delivery::with_pool(delivery_config(&topics, "http://127.0.0.1:9"), pool).await?;
+    let delivery = Host::<Delivery>::with_pool(delivery_config(&topics, "http://127.0.0.1:9"), pool).await?;
     let router = delivery.router()?;
     let cases = [
         ("GET", "/deliveries/not-a-uuid".to_owned(), 400),
@@ -429,7 +436,7 @@ async fn a_restarted_delivery_service_resumes_the_drive_where_it_stood(pool: PgP
     let start = |config: Config| {
         let pool = pool.clone();
         async move {
-            let delivery = Delivery::with_pool(config, pool).await?;
+            let delivery = Host::<Delivery>::with_pool(config, pool).await?;
             Running::start(|listener, shutdown| async move { Ok(delivery.run(listener, shutdown).await?) })
                 .await
         }

@@ -1,6 +1,6 @@
-//! The kitchen's settings, from flags or the environment. The only place the kitchen reads the
-//! environment (telemetry reads its `OTEL_*` and `PIZZA_TRACE_TOPOLOGY` through
-//! `pizza_telemetry::TelemetryConfig`).
+//! The kitchen's settings, from flags or the environment: the only place the kitchen reads the
+//! environment. Its telemetry settings (`OTEL_*`, `PIZZA_TRACE_TOPOLOGY`, ...) come with the common
+//! ones, as `pizza_telemetry::TelemetryArgs` inside [`ServiceConfig`].
 
 use std::net::SocketAddr;
 use std::time::Duration;

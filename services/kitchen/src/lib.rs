@@ -21,10 +21,12 @@
 //! ```
 //!
 //! # Layout
+//! - [`Kitchen`]: the kitchen as `pizza_servicekit`'s host runs it (settings, schema, routes, what
+//!   it consumes, the ovens); `main.rs` is `pizza_servicekit::host::main::<Kitchen>()`.
 //! - [`config`]: the one settings struct ([`Config`]).
-//! - [`http`]: the router and the ticket handlers, [`ApiError`](http::ApiError); the health probes
-//!   and the common layers come from `pizza_servicekit`.
-//! - [`store`]: the tickets table and the migrations.
+//! - [`http`]: the ticket routes and handlers, [`ApiError`](http::ApiError); the health probes and
+//!   the common layers come from `pizza_servicekit`.
+//! - [`store`]: the tickets table.
 //! - [`ovens`]: the background loop that starts and finishes tickets.
 //! - [`events`]: the consumer handler for `orders.events`.
 
@@ -34,134 +36,78 @@ pub mod http;
 pub mod ovens;
 pub mod store;
 
-use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
-use pizza_messaging::{ConsumerConfig, Outbox};
-use pizza_servicekit::Faults;
-use pizza_servicekit::background::{self, Messaging, RunError};
-use pizza_servicekit::faults::FaultError;
-use pizza_telemetry::Topology;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
+use pizza_servicekit::background::Stop;
+use pizza_servicekit::host::BoxError;
+use pizza_servicekit::http::AppState;
+use pizza_servicekit::{Consumes, Context, Service, ServiceConfig};
+use sqlx::migrate::Migrator;
 
 pub use config::Config;
 
-/// Why the kitchen could not start, or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// PostgreSQL could not be reached.
-    #[error("connecting to PostgreSQL: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The migrations failed.
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    /// The initial fault plan is invalid.
-    #[error("invalid fault plan: {0}")]
-    Faults(#[from] FaultError),
-    /// A Kafka client could not be created.
-    #[error("creating a Kafka client: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    /// The relay or the consumer could not be created, serving HTTP failed, or a background task
-    /// panicked.
-    #[error(transparent)]
-    Run(#[from] RunError),
-}
-
-/// A kitchen ready to run: migrated database, fault plan, settings.
+/// The kitchen: its settings and its ovens. See the crate docs.
 #[derive(Debug)]
 pub struct Kitchen {
     config: Config,
-    pool: PgPool,
-    faults: Faults,
-    topology: Topology,
+    ovens: ovens::Ovens,
 }
 
-impl Kitchen {
-    /// Connects to `config.database_url` and prepares the kitchen (see [`Kitchen::with_pool`]).
-    pub async fn connect(config: Config) -> Result<Self, StartError> {
-        let pool = config.common.connect().await?;
-        Self::with_pool(config, pool).await
+impl Service for Kitchen {
+    const NAME: &'static str = "kitchen";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const SCHEMA: &'static str = "kitchen";
+    /// Internal: it always continues its caller's `traceparent`.
+    const EDGE: bool = false;
+    const MAX_BODY_BYTES: usize = http::MAX_BODY_BYTES;
+    type Config = Config;
+    type Handler = events::Cancellations;
+
+    fn common(config: &Config) -> &ServiceConfig {
+        &config.common
     }
 
-    /// Prepares the kitchen on `pool`: applies the migrations (schema `kitchen`, with its outbox and
-    /// inbox) and sets the initial fault plan.
-    pub async fn with_pool(config: Config, pool: PgPool) -> Result<Self, StartError> {
-        store::migrate(&pool).await?;
-        let faults = config.common.initial_faults()?;
+    fn addr(config: &Config) -> SocketAddr {
+        config.addr
+    }
+
+    fn migrations() -> Migrator {
+        sqlx::migrate!("./migrations")
+    }
+
+    async fn build(config: &Config, context: Context) -> Result<Self, BoxError> {
+        let ovens = ovens::Ovens {
+            effects: context.effects(&config.kitchen_events_topic, ovens::EVENT_SOURCE),
+            capacity: config.ovens,
+            cook_time: config.cook_time(),
+            tick: config.tick(),
+        };
         Ok(Self {
-            config,
-            pool,
-            faults,
-            topology: Topology::default(),
+            config: config.clone(),
+            ovens,
         })
     }
 
-    /// How the `process orders.events` spans relate to the producer's trace (from
-    /// `TelemetryConfig::topology`; continuous by default).
-    pub fn with_topology(mut self, topology: Topology) -> Self {
-        self.topology = topology;
-        self
+    fn routes(&self) -> Router<AppState> {
+        http::routes()
     }
 
-    /// The live fault plan (the admin API changes the same one).
-    pub fn faults(&self) -> &Faults {
-        &self.faults
+    fn relay_poll(&self) -> Duration {
+        self.config.tick()
     }
 
-    /// The database pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The HTTP API alone (no background work), for handler tests.
-    pub fn router(&self) -> Result<Router, StartError> {
-        let state = http::AppState::new(self.pool.clone(), self.faults.clone(), &self.config.common)?;
-        Ok(http::router(state, self.config.common.admin_token.clone()))
-    }
-
-    /// The oven loop of this kitchen.
-    pub fn ovens(&self) -> ovens::Ovens {
-        ovens::Ovens {
-            pool: self.pool.clone(),
-            outbox: Outbox::new(store::messaging_schema()),
-            topic: self.config.kitchen_events_topic.clone(),
-            faults: self.faults.clone(),
-            capacity: self.config.ovens,
-            cook_time: self.config.cook_time(),
-            tick: self.config.tick(),
+    fn consumes(&self) -> Consumes<events::Cancellations> {
+        Consumes {
+            group: self.config.consumer_group.clone(),
+            topics: vec![self.config.orders_events_topic.clone()],
+            handler: events::Cancellations,
         }
     }
 
-    /// Serves the API on `listener` and runs the ovens, the outbox relay and the `orders.events`
-    /// consumer until `shutdown` completes; then lets in-flight requests finish, stops the background
-    /// work (the relay finishes its round, the consumer commits its offsets) and returns.
-    pub async fn run(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        let router = self.router()?;
-        let ovens = self.ovens();
-        let messaging = Messaging {
-            pool: self.pool.clone(),
-            schema: store::messaging_schema(),
-            kafka: self.config.common.kafka(),
-            relay_poll: self.config.tick(),
-            consumer: ConsumerConfig::new(
-                self.config.consumer_group.clone(),
-                vec![self.config.orders_events_topic.clone()],
-                self.topology,
-            ),
-            handler: events::Cancellations,
-            faults: self.faults.clone(),
-        };
+    async fn background(self, stop: Stop) {
         tracing::info!(ovens = self.config.ovens, cook_time = ?self.config.cook_time(), "kitchen running");
-        let stats = background::run(listener, router, shutdown, messaging, |stop| {
-            ovens.run(stop.wait())
-        })
-        .await?;
-        tracing::info!(relay_stats = ?stats.relay, consumer_stats = ?stats.consumer, "kitchen stopped");
-        Ok(())
+        self.ovens.run(stop.wait()).await;
     }
 }

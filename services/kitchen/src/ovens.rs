@@ -15,13 +15,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use pizza_contracts::events::{KitchenEvent, KitchenIssue, OrderInPreparation, OrderReady};
-use pizza_messaging::{Envelope, Outbox, OutboxError};
-use pizza_servicekit::Faults;
-use pizza_telemetry::attributes::pizza;
-use pizza_telemetry::propagation;
-use sqlx::{PgPool, Postgres, Transaction};
+use pizza_servicekit::effects::{self, Effects};
 use tracing::{Instrument as _, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::store::{self, StoreError, TicketRow};
 
@@ -31,20 +26,6 @@ pub const EVENT_SOURCE: &str = "/pizza/kitchen";
 pub const OVEN_FAULT: &str = "oven";
 /// The `kitchen-issue` reason when the oven fails.
 pub const OVEN_FAILURE: &str = "oven-failure";
-
-/// Why an oven round failed (it is retried on the next tick).
-#[derive(Debug, thiserror::Error)]
-pub enum OvenError {
-    /// A ticket query failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The transaction could not begin or commit.
-    #[error("oven transaction failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The event could not be written to the outbox.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
-}
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,14 +41,9 @@ pub struct Round {
 /// The oven loop. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Ovens {
-    /// The kitchen's database.
-    pub pool: PgPool,
-    /// Where events go.
-    pub outbox: Outbox,
-    /// The topic of the kitchen's events.
-    pub topic: String,
-    /// The live fault plan (`oven`, `db_latency_ms`).
-    pub faults: Faults,
+    /// The kitchen's database, the live fault plan (`oven`, `db_latency_ms`) and where its events
+    /// go ([`EVENT_SOURCE`], `kitchen.events`).
+    pub effects: Effects,
     /// Tickets that can cook at once.
     pub capacity: u32,
     /// How long a ticket cooks (already scaled).
@@ -83,8 +59,8 @@ impl Ovens {
     }
 
     /// One round: finish every due ticket, then fill the free ovens. Public so tests and tools can
-    /// drive the ovens by hand.
-    pub async fn round(&self) -> Result<Round, OvenError> {
+    /// drive the ovens by hand. A failed round is retried whole on the next tick.
+    pub async fn round(&self) -> Result<Round, StoreError> {
         let mut round = Round::default();
         while let Some(ready) = self.finish_one().await? {
             if ready {
@@ -97,21 +73,17 @@ impl Ovens {
         Ok(round)
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, OvenError> {
-        Ok(pizza_servicekit::store::begin(&self.pool, &self.faults).await?)
-    }
-
     /// Takes one due ticket out of its oven: `Some(true)` ready, `Some(false)` the oven failed,
     /// `None` nothing is due.
-    async fn finish_one(&self) -> Result<Option<bool>, OvenError> {
-        let mut tx = self.begin().await?;
+    async fn finish_one(&self) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.effects.begin().await?;
         let Some(row) = store::lock_one_done(&mut *tx).await? else {
             tx.commit().await?;
             return Ok(None);
         };
         let span = ticket_span("cook.finish", &row);
         let ready = async {
-            let ready = !self.faults.business_failure(OVEN_FAULT);
+            let ready = !self.effects.faults.business_failure(OVEN_FAULT);
             let event: KitchenEvent = if ready {
                 store::mark_ready(&mut *tx, row.ticket_id).await?;
                 tracing::info!(ticket_id = %row.ticket_id, "ticket ready");
@@ -123,8 +95,7 @@ impl Ovens {
             } else {
                 store::mark_failed(&mut *tx, row.ticket_id, OVEN_FAILURE).await?;
                 tracing::warn!(ticket_id = %row.ticket_id, "oven failed (fault plan)");
-                Span::current().record("otel.status_code", "ERROR");
-                Span::current().set_attribute(pizza_telemetry::attributes::semconv::ERROR_TYPE, OVEN_FAILURE);
+                effects::fail_current(OVEN_FAILURE);
                 KitchenIssue {
                     order_id: row.order_id,
                     ticket_id: row.ticket_id,
@@ -132,10 +103,8 @@ impl Ovens {
                 }
                 .into()
             };
-            self.outbox
-                .enqueue_to(&mut tx, &self.topic, &Envelope::new(EVENT_SOURCE, event))
-                .await?;
-            Ok::<_, OvenError>(ready)
+            self.effects.publish(&mut tx, event).await?;
+            Ok::<_, StoreError>(ready)
         }
         .instrument(span)
         .await?;
@@ -144,8 +113,8 @@ impl Ovens {
     }
 
     /// Starts as many queued tickets as there are free ovens, oldest first.
-    async fn start_free(&self) -> Result<usize, OvenError> {
-        let mut tx = self.begin().await?;
+    async fn start_free(&self) -> Result<usize, StoreError> {
+        let mut tx = self.effects.begin().await?;
         store::lock_ovens(&mut *tx).await?;
         let busy = store::cooking(&mut *tx).await?;
         let free = i64::from(self.capacity) - busy;
@@ -163,10 +132,8 @@ impl Ovens {
                     order_id: row.order_id,
                     ticket_id: row.ticket_id,
                 });
-                self.outbox
-                    .enqueue_to(&mut tx, &self.topic, &Envelope::new(EVENT_SOURCE, event))
-                    .await?;
-                Ok::<_, OvenError>(())
+                self.effects.publish(&mut tx, event).await?;
+                Ok::<_, StoreError>(())
             }
             .instrument(span)
             .await?;
@@ -184,9 +151,6 @@ fn ticket_span(name: &'static str, row: &TicketRow) -> Span {
         otel.kind = "internal",
         otel.status_code = tracing::field::Empty,
     );
-    // Set before the span is first entered, so the parent is the stored context (an empty carrier
-    // gives an empty context, and the span starts a trace of its own).
-    let _ = span.set_parent(propagation::carrier_to_context(&row.carrier()));
-    span.set_attribute(pizza::ORDER_ID, row.order_id.to_string());
+    effects::continue_stored(&span, &row.trace_carrier.0, row.order_id);
     span
 }

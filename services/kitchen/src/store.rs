@@ -5,13 +5,9 @@ use std::collections::BTreeMap;
 
 use pizza_contracts::events::OrderItem;
 use pizza_contracts::kitchen::{Ticket, TicketStatus};
-use sqlx::migrate::Migrator;
+use sqlx::PgExecutor;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
-
-/// The schema the kitchen owns (its tables, its migration history, its outbox and inbox).
-pub const SCHEMA: &str = "kitchen";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,22 +18,10 @@ pub enum StoreError {
     /// A row holds a status this build does not know (a newer replica wrote it).
     #[error("ticket {0} has an unknown status {1:?}")]
     UnknownStatus(Uuid, String),
-    /// A migration failed, an applied one was edited, or the messaging tables could not be
-    /// created.
+    /// An event could not be written to the outbox (in the same transaction as the change it
+    /// reports).
     #[error(transparent)]
-    Migrate(#[from] pizza_servicekit::store::MigrateError),
-}
-
-/// Creates the schema `kitchen` with its tables, then the outbox and inbox in it. Each set keeps its
-/// own migration history, so neither sees the other's files (see `pizza_servicekit::store`).
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let migrator: Migrator = sqlx::migrate!("./migrations");
-    Ok(pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?)
-}
-
-/// [`SCHEMA`] as the messaging crate names it.
-pub fn messaging_schema() -> pizza_messaging::Schema {
-    pizza_messaging::Schema::new(SCHEMA).expect("`kitchen` is a valid schema name")
+    Outbox(#[from] pizza_messaging::OutboxError),
 }
 
 /// A ticket row.
@@ -70,15 +54,6 @@ impl TicketRow {
             status: self.status()?,
             items: self.items.0.clone(),
         })
-    }
-
-    /// The stored carrier as pairs for `carrier_to_context`.
-    pub fn carrier(&self) -> Vec<(String, String)> {
-        self.trace_carrier
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 }
 

@@ -14,7 +14,7 @@ use pizza_contracts::kitchen::problems;
 use pizza_contracts::types;
 use pizza_kitchen::{Config, Kitchen};
 use pizza_messaging::Envelope;
-use pizza_servicekit::ServiceConfig;
+use pizza_servicekit::{Host, ServiceConfig};
 use pizza_telemetry::attributes::pizza;
 use pizza_testkit::app::Running;
 use pizza_testkit::conventions::{Registry, unknown_attributes};
@@ -40,6 +40,8 @@ fn config(kitchen_topic: &str, orders_topic: &str) -> Config {
             time_scale: 0.02,
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             faults: None,
+            telemetry: Default::default(),
+            instance_id: None,
         },
         addr: "127.0.0.1:0".parse().unwrap(),
         cook_seconds: 8.0,
@@ -86,7 +88,7 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn(pool: &PgPool, config: Config) -> anyhow::Result<Self> {
-        let kitchen = Kitchen::with_pool(config, pool.clone()).await?;
+        let kitchen = Host::<Kitchen>::with_pool(config, pool.clone()).await?;
         let running =
             Running::start(|listener, shutdown| async move { Ok(kitchen.run(listener, shutdown).await?) })
                 .await?;
@@ -173,7 +175,7 @@ type BadRequest<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, String, u16);
 
 #[sqlx::test(migrations = false)]
 async fn every_bad_request_gets_a_4xx_problem_and_stores_nothing(pool: PgPool) -> anyhow::Result<()> {
-    let kitchen = Kitchen::with_pool(config("unused.kitchen", "unused.orders"), pool.clone()).await?;
+    let kitchen = Host::<Kitchen>::with_pool(config("unused.kitchen", "unused.orders"), pool.clone()).await?;
     let router = kitchen.router()?;
     let order = Uuid::now_v7();
     let ticket = |items: Value| json!({"order_id": order, "items": items}).to_string();

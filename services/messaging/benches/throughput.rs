@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use pizza_contracts::events::{OrderItem, OrderPlaced};
 use pizza_messaging::Envelope;
-use pizza_telemetry::{TelemetryConfig, Topology};
+use pizza_telemetry::{TelemetryArgs, Topology};
 use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
@@ -51,7 +51,10 @@ async fn wait_until(pool: &PgPool, sql: String, target: i64) -> Duration {
 
 /// One measurement, in a child process whose telemetry the parent chose through the environment.
 async fn measure() -> (f64, f64) {
-    let config = TelemetryConfig::from_env("pizza-messaging-bench", "0.0.0").expect("telemetry config");
+    let config = TelemetryArgs::from_env()
+        .expect("telemetry settings")
+        .config("pizza-messaging-bench", "0.0.0")
+        .expect("telemetry config");
     let guard = pizza_telemetry::init(&config).expect("telemetry init");
     let fixture = Fixture::new("bench", 3).await;
     let effects = fixture.create_table("effects", "id uuid primary key").await;

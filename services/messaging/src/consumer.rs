@@ -27,20 +27,61 @@
 //!
 //! It is a crash *inside* a process that lives on, and one librdkafka detail decides whether it
 //! behaves like a real one: the client still holds the partition and may hold stored offsets. It is
-//! therefore closed without the final synchronous commit of a clean stop. Closing leaves the group
-//! at once (a dead process would have been noticed only after the session timeout, which is slower
-//! but otherwise the same) and commits only offsets stored before the crash, never the crashed
-//! record's. Whoever consumes the partition next, such as a new [`Consumer`] the service starts in
-//! the same group (`pizza_servicekit::background::run` does), starts at the crashed record, and
-//! the inbox turns that delivery into a duplicate.
+//! therefore closed without the final synchronous commit of a clean stop, which commits only offsets
+//! stored before the crash, never the crashed record's. Whoever consumes the partition next, such as
+//! a new [`Consumer`] the service starts in the same group (`pizza_servicekit::background::run`
+//! does), starts at the crashed record, and the inbox turns that delivery into a duplicate.
 //!
-//! Records are handled one at a time. Simple and in order; a service that needs more throughput runs
-//! more replicas in the group, up to the partition count, and every replica gets its own partitions.
+//! # Dead letters that cannot be published
+//! A dead letter is published to `<topic>.dlq` with up to [`ConsumerConfig::dead_letter_attempts`]
+//! tries (the dead-letter producer gives each one 30 s). If none succeeds (the topic does not exist,
+//! the broker refuses the record), retrying longer would hold the partition for ever, and skipping
+//! would lose the record. So the consumer *parks* it: the record, its dead-letter headers and both
+//! errors go to `<schema>.parked_dead_letters` ([`Parking`]), the consumer logs an ERROR (an
+//! operator must fix the dead-letter topic and republish the record), counts it in
+//! `pizza.consumer.parked` and [`ConsumerStats::parked`], and stores the offset. Only if the
+//! database is down too does the consumer keep retrying the parking, and then nothing else could
+//! move anyway.
+//!
+//! # Crash recovery and static membership
+//! A consumer that dies without leaving its group (`kill -9`, a lost node) keeps its partitions until
+//! the broker expires its session (librdkafka's 45 s). A dynamic member restarted meanwhile joins as a
+//! new member, and the rebalance waits for the dead one: the partitions are unread for up to 45 s.
+//! With [`ConsumerConfig::instance_id`] set, the consumer is a static member (`group.instance.id`):
+//! the restarted replica comes back under the same name, the broker hands it the dead member's
+//! partitions at once, without a rebalance, and it resumes from the committed offsets. A graceful
+//! stop still leaves the group (see `Consumer::run`), so partitions of a replica that is gone for
+//! good move at once too. Two live consumers with the same instance id fence each other: each
+//! replica needs its own.
+//!
+//! # Fatal errors
+//! librdkafka reports a few errors as fatal: the client can do nothing more, and only a new one can
+//! go on. The one seen here is a static member *fenced* (`FencedInstanceId`) when the broker it
+//! talked to came back from an outage and the member rejoined under a new member id. Left alone, the
+//! consumer would read nothing for the rest of its life while its service looked healthy; so
+//! [`Consumer::run`] returns with [`ConsumerStats::fatal`] set, and the service starts a new
+//! consumer under the same name (as after a crash), which resumes from the committed offsets.
+//!
+//! # Batches
+//! Records the client has already fetched are taken together, up to [`ConsumerConfig::max_batch`]
+//! (never waiting for more), and applied in one transaction: one statement claims all their event
+//! ids in the inbox, each handler runs in partition order, one commit; then their offsets are
+//! stored in order. Under load that is one commit for many records instead of one each; idle, a
+//! batch is one record. If any handler fails, the whole batch rolls back and its records go the
+//! one-at-a-time way above, in order (the failed handler's run counts as its first attempt), so a
+//! poison record costs its batch one retry and nothing else. While a crash fault may fire
+//! ([`ConsumerConfig::crash_before_storing_offset`], or hooks whose
+//! [`may_crash_consumer`](crate::FaultHooks::may_crash_consumer) says so) records go one per
+//! transaction, so that a crash comes right after exactly one record's effect, as it claims.
+//!
+//! A service that needs more throughput still runs more replicas in the group, up to the partition
+//! count, and every replica gets its own partitions.
 
 use std::future::Future;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use opentelemetry::KeyValue;
 use pizza_contracts::EventData;
 use pizza_contracts::topics::dead_letter;
@@ -56,9 +97,10 @@ use rdkafka::util::Timeout;
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
 
 use crate::cloudevents::{Envelope, peek_id};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, Parking};
 use crate::faults::{self, SharedFaultHooks};
 use crate::inbox::{Inbox, Origin};
 use crate::kafka::{KafkaContext, consumer_config, dead_letter_producer_config};
@@ -144,6 +186,16 @@ pub struct ConsumerConfig {
     pub max_attempts: u32,
     /// Pause between handler attempts, and between dead-letter publish attempts.
     pub backoff: Backoff,
+    /// Publishes to the dead-letter topic before the record is parked in the database instead (see
+    /// the module docs).
+    pub dead_letter_attempts: u32,
+    /// Records already fetched that are applied in one transaction at most (see the module docs).
+    pub max_batch: usize,
+    /// This replica's stable name in the group (`group.instance.id`, from `PIZZA_INSTANCE_ID`): the
+    /// same across restarts of the replica, different from every other live replica of the group.
+    /// With it, a replica restarted after a crash takes its partitions back at once instead of
+    /// waiting for the broker to expire the dead member's session; `None` joins as a dynamic member.
+    pub instance_id: Option<String>,
     /// Fault injection: stop like a crashed process right after the first effect commits, before
     /// its offset is stored. The record is delivered again to whoever consumes the partition next,
     /// and the inbox must absorb it. Off in production.
@@ -163,6 +215,9 @@ impl ConsumerConfig {
             topology,
             max_attempts: 5,
             backoff: Backoff::default(),
+            dead_letter_attempts: 3,
+            max_batch: 64,
+            instance_id: None,
             crash_before_storing_offset: false,
             faults: None,
         }
@@ -175,7 +230,8 @@ pub enum ConsumerError {
     /// The Kafka consumer or the dead-letter producer could not be created, or subscribing failed.
     #[error("setting up the Kafka consumer: {0}")]
     Kafka(#[from] KafkaError),
-    /// A consumer needs at least one topic and at least one attempt.
+    /// A consumer needs at least one topic, at least one attempt of each kind, and a non-empty
+    /// instance id if any.
     #[error("invalid consumer configuration: {0}")]
     Config(&'static str),
 }
@@ -189,11 +245,16 @@ pub struct ConsumerStats {
     pub duplicates: u64,
     /// Records sent to a dead-letter topic.
     pub dead_lettered: u64,
+    /// Records that could not be sent to their dead-letter topic and were parked in the database.
+    pub parked: u64,
     /// Handler attempts that failed and were retried.
     pub retries: u64,
     /// Whether the consumer stopped through the crash fault: the last record's effect committed but
     /// its offset was not stored, so it will be delivered again.
     pub crashed: bool,
+    /// Whether the consumer stopped because librdkafka reported a fatal error (the client cannot go
+    /// on; see the module docs): offsets stored since the last commit are delivered again.
+    pub fatal: bool,
 }
 
 /// How one record ended (`pizza.outcome`).
@@ -204,6 +265,7 @@ enum Outcome {
     Processed,
     Duplicate,
     DeadLettered,
+    Parked,
 }
 
 impl Outcome {
@@ -221,6 +283,14 @@ enum Phase {
         error: String,
         error_type: &'static str,
         attempts: u32,
+        tries: u32,
+    },
+    /// The dead-letter topic would not take it: keep it in the database; `tries` failed so far.
+    Park {
+        error: String,
+        error_type: &'static str,
+        attempts: u32,
+        publish_error: String,
         tries: u32,
     },
 }
@@ -241,12 +311,15 @@ struct Job<E> {
     span: Span,
     event: Option<Envelope<E>>,
     phase: Phase,
+    /// Wait this long before the next step (a retry's back-off).
+    pause: Duration,
 }
 
 /// Consumes CloudEvents with a [`Handler`]. See the module docs.
 pub struct Consumer<H: Handler> {
     pool: PgPool,
     inbox: Inbox,
+    parked: Parking,
     consumer: StreamConsumer<KafkaContext>,
     dead_letters: FutureProducer<KafkaContext>,
     config: ConsumerConfig,
@@ -280,13 +353,24 @@ impl<H: Handler> Consumer<H> {
         if config.max_attempts == 0 {
             return Err(ConsumerError::Config("max_attempts must be at least 1"));
         }
+        if config.dead_letter_attempts == 0 {
+            return Err(ConsumerError::Config("dead_letter_attempts must be at least 1"));
+        }
+        if config.max_batch == 0 {
+            return Err(ConsumerError::Config("max_batch must be at least 1"));
+        }
+        if config.instance_id.as_deref().is_some_and(str::is_empty) {
+            return Err(ConsumerError::Config("instance_id must not be empty"));
+        }
         let metrics = ConsumerMetrics::new();
-        let consumer: StreamConsumer<KafkaContext> = consumer_config(kafka, &config.group_id)
-            .create_with_context(KafkaContext {
-                role: "consumer",
-                group: Some(config.group_id.clone()),
-                lag: Some(metrics.lag.clone()),
-            })?;
+        let consumer: StreamConsumer<KafkaContext> =
+            consumer_config(kafka, &config.group_id, config.instance_id.as_deref()).create_with_context(
+                KafkaContext {
+                    role: "consumer",
+                    group: Some(config.group_id.clone()),
+                    lag: Some(metrics.lag.clone()),
+                },
+            )?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let dead_letters = dead_letter_producer_config(kafka).create_with_context(KafkaContext {
@@ -296,6 +380,7 @@ impl<H: Handler> Consumer<H> {
         })?;
         Ok(Self {
             pool,
+            parked: Parking::new(&schema),
             inbox: Inbox::new(schema),
             consumer,
             dead_letters,
@@ -308,7 +393,8 @@ impl<H: Handler> Consumer<H> {
 
     /// Consumes until `shutdown` completes. The record in hand when it does is finished unless it is
     /// waiting out a backoff, in which case it is left for redelivery; then the stored offsets are
-    /// committed synchronously and the consumer leaves its group.
+    /// committed synchronously and the consumer leaves its group (a static member too: see the
+    /// module docs).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ConsumerStats {
         let mut shutdown = pin!(shutdown);
         'records: loop {
@@ -317,8 +403,22 @@ impl<H: Handler> Consumer<H> {
                 () = &mut shutdown => break,
                 received = self.consumer.recv() => received.map(|m| m.detach()),
             };
-            let message = match received {
+            let first = match received {
                 Ok(message) => message,
+                Err(KafkaError::MessageConsumptionFatal(code)) => {
+                    // The client is unusable for good (a static member fenced after the broker came
+                    // back, say): end this consumer so the service starts a new one, which rejoins
+                    // under the same name and resumes from the committed offsets.
+                    tracing::error!(
+                        group = %self.config.group_id,
+                        error = %code,
+                        "fatal kafka consumer error; this consumer ends and a new one takes its place"
+                    );
+                    self.stats.fatal = true;
+                    let (consumer, dead_letters) = (self.consumer, self.dead_letters);
+                    let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
+                    return self.stats;
+                }
                 Err(error) => {
                     // Broker trouble surfaces here too; librdkafka reconnects by itself.
                     tracing::warn!(group = %self.config.group_id, %error, "kafka consumer error");
@@ -330,43 +430,152 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             let started = Instant::now();
-            let mut job = self.start(message);
-            let outcome = loop {
-                let span = job.span.clone();
-                match self.step(&mut job).instrument(span).await {
-                    Step::Next => {}
-                    Step::Done(outcome) => break outcome,
-                    Step::Wait(pause) => tokio::select! {
-                        biased;
-                        () = &mut shutdown => break 'records,
-                        () = tokio::time::sleep(pause) => {}
+            let messages = self.more_ready(first);
+            let mut jobs: Vec<Job<H::Event>> = messages.into_iter().map(|m| self.start(m)).collect();
+            let batched = self.apply_batch(&mut jobs).await;
+            for (job, batched) in jobs.iter_mut().zip(batched) {
+                let outcome = match batched {
+                    Some(outcome) => outcome,
+                    None => loop {
+                        if !job.pause.is_zero() {
+                            let pause = std::mem::take(&mut job.pause);
+                            tokio::select! {
+                                biased;
+                                () = &mut shutdown => break 'records,
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                        }
+                        let span = job.span.clone();
+                        match self.step(job).instrument(span).await {
+                            Step::Next => {}
+                            Step::Done(outcome) => break outcome,
+                            Step::Wait(pause) => job.pause = pause,
+                        }
                     },
+                };
+                self.settle(job, outcome, started);
+                if outcome == Outcome::Processed && self.crash_now() {
+                    job.span.in_scope(|| {
+                        tracing::warn!(
+                            group = %self.config.group_id,
+                            topic = job.message.topic(),
+                            partition = job.message.partition(),
+                            offset = job.message.offset(),
+                            "fault: crashing after the effect committed, before storing the offset"
+                        )
+                    });
+                    self.stats.crashed = true;
+                    // A crash commits nothing more: close the client without the final commit (only
+                    // offsets stored before this record can be committed; see the module docs).
+                    // Closing blocks on the broker, and dropping the producer waits for its queue:
+                    // off the runtime.
+                    let (consumer, dead_letters) = (self.consumer, self.dead_letters);
+                    let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
+                    return self.stats;
                 }
-            };
-            self.settle(&job, outcome, started);
-            if outcome == Outcome::Processed && self.crash_now() {
-                job.span.in_scope(|| {
-                    tracing::warn!(
-                        group = %self.config.group_id,
-                        topic = job.message.topic(),
-                        partition = job.message.partition(),
-                        offset = job.message.offset(),
-                        "fault: crashing after the effect committed, before storing the offset"
-                    )
-                });
-                self.stats.crashed = true;
-                // A crash commits nothing more: close the client without the final commit (only
-                // offsets stored before this record can be committed; see the module docs). Closing
-                // blocks on the broker, and dropping the producer waits for its queue: off the runtime.
-                let (consumer, dead_letters) = (self.consumer, self.dead_letters);
-                let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
-                return self.stats;
+                self.store_offset(&job.message);
             }
-            self.store_offset(&job.message);
         }
         let stats = self.stats;
         self.commit_and_close().await;
         stats
+    }
+
+    /// `first` and the records already fetched behind it, up to [`ConsumerConfig::max_batch`]:
+    /// never waits for more. One at a time while a crash fault may fire (see the module docs).
+    fn more_ready(&self, first: OwnedMessage) -> Vec<OwnedMessage> {
+        let mut messages = vec![first];
+        if self.may_crash() {
+            return messages;
+        }
+        while messages.len() < self.config.max_batch {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => messages.push(message.detach()),
+                // An error comes again at the next `recv`, where it is logged.
+                Some(Err(_)) | None => break,
+            }
+        }
+        messages
+    }
+
+    /// Applies every decoded record of `jobs` in one transaction: the inbox claims in one statement,
+    /// then each handler in order, one commit. The outcome of each job, or `None` for the jobs left
+    /// to the one-at-a-time path: those that did not decode, and all of them if the batch failed.
+    /// A batch fails as a whole (nothing of it commits); the record whose handler failed then
+    /// counts that as its first attempt, and the others start afresh.
+    async fn apply_batch(&mut self, jobs: &mut [Job<H::Event>]) -> Vec<Option<Outcome>> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let decoded: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].event.is_some()).collect();
+        if decoded.len() < 2 {
+            return outcomes;
+        }
+        let mut failed: Option<(usize, HandlerError)> = None;
+        let applied = async {
+            let mut tx = self.pool.begin().await?;
+            let claims: Vec<(Uuid, Origin<'_>)> = decoded
+                .iter()
+                .map(|&i| {
+                    let job = &jobs[i];
+                    let event = job.event.as_ref().expect("decoded");
+                    (event.id(), self.origin(&job.message, event))
+                })
+                .collect();
+            let mut fresh = self.inbox.claim_all(&mut tx, &claims).await?;
+            let mut applied = Vec::with_capacity(decoded.len());
+            for &i in &decoded {
+                let job = &jobs[i];
+                let event = job.event.as_ref().expect("decoded");
+                // The first copy of an event in the batch claims it; a second copy is a duplicate.
+                if !fresh.remove(&event.id()) {
+                    applied.push((i, Outcome::Duplicate));
+                    continue;
+                }
+                if let Err(error) = self
+                    .handler
+                    .handle(&mut tx, event)
+                    .instrument(job.span.clone())
+                    .await
+                {
+                    failed = Some((i, error));
+                    return Ok(None);
+                }
+                applied.push((i, Outcome::Processed));
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(applied))
+        };
+        match applied.await {
+            Ok(Some(applied)) => {
+                for (i, outcome) in applied {
+                    if outcome == Outcome::Duplicate {
+                        let job = &jobs[i];
+                        job.span.set_attribute(pizza::DUPLICATE, true);
+                        job.span.in_scope(|| {
+                            tracing::info!(event_id = ?job.event.as_ref().map(Envelope::id), "event already applied; skipping its effect")
+                        });
+                    }
+                    outcomes[i] = Some(outcome);
+                }
+            }
+            Ok(None) => {
+                if let Some((i, error)) = failed {
+                    let job = &mut jobs[i];
+                    let span = job.span.clone();
+                    let _entered = span.enter();
+                    self.after_failed_attempt(job, 1, error);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(group = %self.config.group_id, %error, "a batch of records failed; handling them one at a time");
+            }
+        }
+        outcomes
+    }
+
+    /// Whether a crash fault may fire: then records are handled one per transaction, so the crash
+    /// comes exactly after one record's effect (see the module docs).
+    fn may_crash(&self) -> bool {
+        self.config.crash_before_storing_offset || faults::may_crash_consumer(&self.config.faults)
     }
 
     /// Whether to crash after the record just applied (see the module docs). The hooks are asked
@@ -400,6 +609,7 @@ impl<H: Handler> Consumer<H> {
                     span,
                     event: Some(event),
                     phase: Phase::Handle { attempt: 1 },
+                    pause: Duration::ZERO,
                 }
             }
             Err(error) => {
@@ -424,6 +634,7 @@ impl<H: Handler> Consumer<H> {
                     span,
                     event: None,
                     phase,
+                    pause: Duration::ZERO,
                 }
             }
         }
@@ -445,27 +656,10 @@ impl<H: Handler> Consumer<H> {
                         tracing::info!(event_id = %event.id(), "event already applied; skipping its effect");
                         Step::Done(Outcome::Duplicate)
                     }
-                    Err(HandlerError::Retry(error)) if attempt < self.config.max_attempts => {
-                        self.stats.retries += 1;
-                        tracing::warn!(attempt, error = %error, "handler failed; retrying");
-                        job.phase = Phase::Handle { attempt: attempt + 1 };
-                        Step::Wait(self.config.backoff.delay(attempt))
-                    }
-                    Err(error) => {
-                        let error_type = match error {
-                            HandlerError::Retry(_) => "handler_failed",
-                            HandlerError::Reject(_) => "handler_rejected",
-                        };
-                        tk::record_error(&job.span, error_type);
-                        tracing::warn!(attempt, error = %error, "handler gave up; dead-lettering the record");
-                        job.phase = Phase::DeadLetter {
-                            error: error.to_string(),
-                            error_type,
-                            attempts: attempt,
-                            tries: 0,
-                        };
-                        Step::Next
-                    }
+                    Err(error) => match self.after_failed_attempt(job, attempt, error) {
+                        Duration::ZERO => Step::Next,
+                        pause => Step::Wait(pause),
+                    },
                 }
             }
             Phase::DeadLetter {
@@ -479,9 +673,74 @@ impl<H: Handler> Consumer<H> {
                     .await
                 {
                     Ok(()) => Step::Done(Outcome::DeadLettered),
-                    Err(kafka) => {
+                    Err(kafka) if *tries + 1 < self.config.dead_letter_attempts => {
                         *tries += 1;
                         tracing::warn!(error = %kafka, tries = *tries, "dead-letter publish failed; retrying");
+                        Step::Wait(self.config.backoff.delay(*tries))
+                    }
+                    Err(kafka) => {
+                        tracing::warn!(
+                            error = %kafka,
+                            tries = *tries + 1,
+                            "dead-letter publish failed; parking the record in the database"
+                        );
+                        job.phase = Phase::Park {
+                            error: std::mem::take(error),
+                            error_type,
+                            attempts: *attempts,
+                            publish_error: kafka.to_string(),
+                            tries: 0,
+                        };
+                        Step::Next
+                    }
+                }
+            }
+            Phase::Park {
+                error,
+                error_type,
+                attempts,
+                publish_error,
+                tries,
+            } => {
+                let letter = DeadLetter {
+                    error,
+                    error_type,
+                    topic: job.message.topic(),
+                    partition: job.message.partition(),
+                    offset: job.message.offset(),
+                    consumer_group: &self.config.group_id,
+                    attempts: *attempts,
+                };
+                match self
+                    .parked
+                    .park(&self.pool, &job.message, &letter, publish_error)
+                    .await
+                {
+                    Ok(()) => {
+                        self.metrics.parked.add(
+                            1,
+                            &self.attributes(
+                                job.message.topic(),
+                                KeyValue::new(semconv::ERROR_TYPE, *error_type),
+                            ),
+                        );
+                        tracing::error!(
+                            group = %self.config.group_id,
+                            topic = job.message.topic(),
+                            partition = job.message.partition(),
+                            offset = job.message.offset(),
+                            %publish_error,
+                            table = %self.parked.table(),
+                            "a dead letter could not be published to its dead-letter topic; it is kept in the \
+                             database and the partition moves on. Fix the dead-letter topic and publish the record \
+                             from there"
+                        );
+                        Step::Done(Outcome::Parked)
+                    }
+                    Err(database) => {
+                        // Nothing else can move without the database either: keep trying.
+                        *tries += 1;
+                        tracing::warn!(error = %database, tries = *tries, "parking a dead letter failed; retrying");
                         Step::Wait(self.config.backoff.delay(*tries))
                     }
                 }
@@ -489,18 +748,60 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Claims the event in the inbox and runs the handler, in one transaction. `Ok(false)` for a
-    /// duplicate.
-    async fn apply(&self, message: &OwnedMessage, event: &Envelope<H::Event>) -> Result<bool, HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let origin = Origin {
+    /// After attempt `attempt` of a job's handler failed: retry (the pause before the next
+    /// attempt) or dead-letter (`Duration::ZERO`, the job moved to its dead-letter phase).
+    fn after_failed_attempt(
+        &mut self,
+        job: &mut Job<H::Event>,
+        attempt: u32,
+        error: HandlerError,
+    ) -> Duration {
+        match error {
+            HandlerError::Retry(error) if attempt < self.config.max_attempts => {
+                self.stats.retries += 1;
+                tracing::warn!(attempt, error = %error, "handler failed; retrying");
+                job.phase = Phase::Handle { attempt: attempt + 1 };
+                job.pause = self.config.backoff.delay(attempt);
+                job.pause
+            }
+            error => {
+                let error_type = match error {
+                    HandlerError::Retry(_) => "handler_failed",
+                    HandlerError::Reject(_) => "handler_rejected",
+                };
+                tk::record_error(&job.span, error_type);
+                tracing::warn!(attempt, error = %error, "handler gave up; dead-lettering the record");
+                job.phase = Phase::DeadLetter {
+                    error: error.to_string(),
+                    error_type,
+                    attempts: attempt,
+                    tries: 0,
+                };
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// Where a record came from, for its inbox row.
+    fn origin<'a>(&'a self, message: &'a OwnedMessage, event: &'a Envelope<H::Event>) -> Origin<'a> {
+        Origin {
             consumer_group: &self.config.group_id,
             event_type: &event.attributes.event_type,
             topic: message.topic(),
             partition: message.partition(),
             offset: message.offset(),
-        };
-        if !self.inbox.claim(&mut tx, event.id(), origin).await? {
+        }
+    }
+
+    /// Claims the event in the inbox and runs the handler, in one transaction. `Ok(false)` for a
+    /// duplicate.
+    async fn apply(&self, message: &OwnedMessage, event: &Envelope<H::Event>) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        if !self
+            .inbox
+            .claim(&mut tx, event.id(), self.origin(message, event))
+            .await?
+        {
             // Nothing was written; dropping the transaction rolls it back.
             return Ok(false);
         }
@@ -559,14 +860,7 @@ impl<H: Handler> Consumer<H> {
                 process_span.set_attribute(pizza::DEAD_LETTER_TOPIC, topic.clone());
                 self.metrics.dead_lettered.add(
                     1,
-                    &[
-                        KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, message.topic().to_owned()),
-                        KeyValue::new(
-                            semconv::MESSAGING_CONSUMER_GROUP_NAME,
-                            self.config.group_id.clone(),
-                        ),
-                        KeyValue::new(semconv::ERROR_TYPE, error_type),
-                    ],
+                    &self.attributes(message.topic(), KeyValue::new(semconv::ERROR_TYPE, error_type)),
                 );
                 Ok(())
             }
@@ -583,21 +877,27 @@ impl<H: Handler> Consumer<H> {
             Outcome::Processed => self.stats.processed += 1,
             Outcome::Duplicate => self.stats.duplicates += 1,
             Outcome::DeadLettered => self.stats.dead_lettered += 1,
+            Outcome::Parked => self.stats.parked += 1,
         }
         self.metrics.process_duration.record(
             started.elapsed().as_secs_f64(),
-            &[
-                KeyValue::new(
-                    semconv::MESSAGING_DESTINATION_NAME,
-                    job.message.topic().to_owned(),
-                ),
-                KeyValue::new(
-                    semconv::MESSAGING_CONSUMER_GROUP_NAME,
-                    self.config.group_id.clone(),
-                ),
+            &self.attributes(
+                job.message.topic(),
                 KeyValue::new(pizza::OUTCOME, outcome.as_str()),
-            ],
+            ),
         );
+    }
+
+    /// The attributes of the consumer's metrics: the topic, the group and `last`.
+    fn attributes(&self, topic: &str, last: KeyValue) -> [KeyValue; 3] {
+        [
+            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
+            KeyValue::new(
+                semconv::MESSAGING_CONSUMER_GROUP_NAME,
+                self.config.group_id.clone(),
+            ),
+            last,
+        ]
     }
 
     /// Marks the record done for the next commit. A failure means the partition was taken away in a
@@ -618,15 +918,23 @@ impl<H: Handler> Consumer<H> {
     }
 
     /// Commits the stored offsets of the partitions still assigned, synchronously, then closes the
-    /// consumer. Both block on the broker, so they run off the async runtime.
+    /// consumer; a static member leaves its group first (see below). Committing and closing block on
+    /// the broker, so they run off the async runtime.
     ///
     /// librdkafka's own stored offsets are committed (not a copy kept here): it forgets a partition's
     /// stored offset when the partition is revoked, so a partition that came back after another member
     /// moved it on is never committed backwards.
+    ///
+    /// A static member ([`ConsumerConfig::instance_id`]) does not leave its group when it closes: the
+    /// broker keeps its partitions until its session expires, waiting for the same instance to come
+    /// back. That is what a crash needs, and the wrong thing for a stop: a replica stopped for good
+    /// (scaled down, or replaced by a pod of another name) would leave its partitions unread for the
+    /// session timeout. So a graceful stop unsubscribes first, which sends the leave, and waits (at
+    /// most [`LEAVE_LIMIT`]) until the partitions are revoked.
     async fn commit_and_close(self) {
         let consumer = self.consumer;
         let group = self.config.group_id;
-        let closed = tokio::task::spawn_blocking(move || {
+        let committed = tokio::task::spawn_blocking(move || {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => tracing::warn!(
@@ -635,11 +943,42 @@ impl<H: Handler> Consumer<H> {
                     "final offset commit failed; records since the last commit will be redelivered"
                 ),
             }
-            drop(consumer);
+            consumer
         })
         .await;
-        if let Err(error) = closed {
+        let consumer = match committed {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                tracing::warn!(%error, "committing the consumer's offsets panicked");
+                return;
+            }
+        };
+        if self.config.instance_id.is_some() {
+            leave_group(&consumer).await;
+        }
+        if let Err(error) = tokio::task::spawn_blocking(move || drop(consumer)).await {
             tracing::warn!(%error, "closing the consumer panicked");
         }
     }
+}
+
+/// How long a static member waits for its partitions to be revoked when it leaves its group.
+pub const LEAVE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Unsubscribes and serves the consumer's queue until the partitions are revoked, so librdkafka
+/// sends the leave before the consumer is closed (closing alone would not, for a static member).
+/// Records still arriving are dropped unprocessed: their offsets were not stored, so they come
+/// again to the partitions' next owner.
+async fn leave_group(consumer: &StreamConsumer<KafkaContext>) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + LEAVE_LIMIT;
+    loop {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned == 0 || Instant::now() >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    // One more turn of the queue, so the leave that follows the revocation goes out.
+    let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
 }

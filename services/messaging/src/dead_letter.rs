@@ -6,13 +6,21 @@
 //! can fix the cause and publish the record back to its topic; the inbox makes that safe even if the
 //! first attempt had half-succeeded.
 //!
+//! If the dead-letter topic will not take the record either (it does not exist, the broker refuses
+//! the record), the consumer keeps it in the service's database instead ([`Parking`]), so one
+//! unpublishable dead letter never stops its partition.
+//!
 //! The error text comes from [`DecodeError`](crate::DecodeError) (which never quotes the body) or
 //! from the handler's error: handlers must not put customer data in their errors.
 
 use pizza_telemetry::propagation::headers as w3c;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgPool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::schema::Schema;
 
 /// Header names added to a dead letter.
 pub mod headers {
@@ -93,6 +101,70 @@ impl DeadLetter<'_> {
             });
         }
         out
+    }
+}
+
+/// Where a consumer keeps the dead letters their dead-letter topic would not take:
+/// `<schema>.parked_dead_letters` (see [`crate::consumer`]). One row per record and consumer group; a
+/// record parked twice (redelivered after a crash) stays one row.
+#[derive(Debug, Clone)]
+pub struct Parking {
+    table: String,
+    insert: String,
+}
+
+impl Parking {
+    /// The parking table of `schema` (created by [`crate::migrate`]).
+    pub fn new(schema: &Schema) -> Self {
+        let table = schema.table("parked_dead_letters");
+        let insert = format!(
+            "insert into {table} (consumer_group, topic, kafka_partition, kafka_offset, message_key, payload, headers, \
+             error, error_type, attempts, publish_error) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             on conflict (consumer_group, topic, kafka_partition, kafka_offset) do nothing"
+        );
+        Self { table, insert }
+    }
+
+    /// The table, quoted as in SQL.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Keeps `message` with the headers `letter` would have put on the dead-letter topic, and why
+    /// publishing it there failed.
+    pub async fn park(
+        &self,
+        pool: &PgPool,
+        message: &OwnedMessage,
+        letter: &DeadLetter<'_>,
+        publish_error: &str,
+    ) -> Result<(), sqlx::Error> {
+        let headers: Vec<(String, Option<String>)> = letter
+            .headers(message.headers())
+            .iter()
+            .map(|h| {
+                let value = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_owned);
+                (h.key.to_owned(), value)
+            })
+            .collect();
+        sqlx::query(AssertSqlSafe(self.insert.clone()))
+            .bind(letter.consumer_group)
+            .bind(letter.topic)
+            .bind(letter.partition)
+            .bind(letter.offset)
+            .bind(message.key())
+            .bind(message.payload())
+            .bind(Json(headers))
+            .bind(truncate(letter.error, MAX_ERROR_LEN))
+            .bind(letter.error_type)
+            .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+            .bind(truncate(publish_error, MAX_ERROR_LEN))
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -37,6 +37,33 @@ pub trait FaultHooks: Send + Sync + Debug {
     fn crash_before_commit(&self) -> bool {
         false
     }
+
+    /// Could [`crash_before_commit`](Self::crash_before_commit) say yes now? While it could, the
+    /// consumer applies one record per transaction, so an injected crash comes after exactly one
+    /// record's effect (see `crate::consumer`). Asked before each batch; the default, `true`, is
+    /// the safe answer for hooks that do not know.
+    fn may_crash_consumer(&self) -> bool {
+        true
+    }
+
+    /// Should the relay crash now, after the broker stored records and before their rows are marked
+    /// published? Asked once for each batch of answers that includes a stored record. The relay
+    /// then stops as a killed process would: its claims stay, and the rows are published again by
+    /// whoever takes them next (a relay with the same instance id at once, any other once the
+    /// claims expire), which the consumers' inbox absorbs. Not part of the fault plan: for tests.
+    fn crash_relay_before_mark(&self) -> bool {
+        false
+    }
+}
+
+/// `hooks`, or no crash when there are none.
+pub(crate) fn may_crash_consumer(hooks: &SharedFaultHooks) -> bool {
+    hooks.as_ref().is_some_and(|h| h.may_crash_consumer())
+}
+
+/// `hooks`, or no relay crash when there are none.
+pub(crate) fn crash_relay_before_mark(hooks: &SharedFaultHooks) -> bool {
+    hooks.as_ref().is_some_and(|h| h.crash_relay_before_mark())
 }
 
 /// The hooks a relay or consumer consults: `None` means no faults, and costs nothing.
@@ -78,6 +105,7 @@ mod tests {
         let nothing: SharedFaultHooks = Some(Arc::new(Nothing));
         assert!(!fail_publish(&nothing));
         assert!(!crash_before_commit(&nothing));
+        assert!(!crash_relay_before_mark(&nothing));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! skips the effect. Two consumers handling the same event at once (during a rebalance) serialize on
 //! the primary key: the second waits for the first's commit, then sees a duplicate.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
@@ -18,6 +19,7 @@ use crate::schema::Schema;
 pub struct Inbox {
     schema: Schema,
     claim_sql: Arc<str>,
+    claim_all_sql: Arc<str>,
     prune_sql: Arc<str>,
 }
 
@@ -44,6 +46,12 @@ impl Inbox {
             claim_sql: format!(
                 "insert into {t} (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset) \
                  values ($1, $2, $3, $4, $5, $6) on conflict (consumer_group, event_id) do nothing"
+            )
+            .into(),
+            claim_all_sql: format!(
+                "insert into {t} (consumer_group, event_id, event_type, topic, kafka_partition, kafka_offset) \
+                 select * from unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[]) \
+                 on conflict (consumer_group, event_id) do nothing returning event_id"
             )
             .into(),
             prune_sql: format!("delete from {t} where processed_at < now() - make_interval(secs => $1)").into(),
@@ -74,6 +82,25 @@ impl Inbox {
             .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// [`Inbox::claim`] for several events in one statement. Returns the ids claimed now; an id
+    /// missing from it was applied before (or comes twice in `claims`: its first copy claims it).
+    pub async fn claim_all(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        claims: &[(Uuid, Origin<'_>)],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let claimed: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(self.claim_all_sql.clone()))
+            .bind(claims.iter().map(|(_, o)| o.consumer_group).collect::<Vec<_>>())
+            .bind(claims.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(claims.iter().map(|(_, o)| o.event_type).collect::<Vec<_>>())
+            .bind(claims.iter().map(|(_, o)| o.topic).collect::<Vec<_>>())
+            .bind(claims.iter().map(|(_, o)| o.partition).collect::<Vec<_>>())
+            .bind(claims.iter().map(|(_, o)| o.offset).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(claimed.into_iter().collect())
     }
 
     /// Deletes claims older than `older_than`. Safe once that is longer than the topics' retention:

@@ -30,6 +30,12 @@ pub fn relay_producer_config(base: &ClientConfig) -> ClientConfig {
         // relay round into few requests.
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5");
+    // A topic created after the producer found it missing (an operator fixing the cause of dead
+    // rows, then requeueing them) is seen at the next metadata refresh: 10 s rather than the
+    // default 5 min, well within the refusals a requeued row is allowed.
+    if config.get("topic.metadata.refresh.interval.ms").is_none() {
+        config.set("topic.metadata.refresh.interval.ms", "10000");
+    }
     config
 }
 
@@ -49,8 +55,18 @@ pub fn dead_letter_producer_config(base: &ClientConfig) -> ClientConfig {
 /// (`enable.auto.offset.store=false`), and only stored offsets are committed, in the background
 /// (`enable.auto.commit=true`) and synchronously at shutdown. A new group starts at the earliest
 /// record, so nothing published before the first start is skipped.
-pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
+///
+/// With an `instance_id` the consumer is a *static* member of its group (`group.instance.id`,
+/// KIP-345): the broker keeps its partitions for it across a restart, so a replica that comes back
+/// after `kill -9` resumes at once instead of waiting out the dead member's session (45 s, the
+/// session timeout is left at librdkafka's default: see `docs/decisions.md`). A static member does
+/// not leave its group when it closes; [`Consumer::run`](crate::Consumer::run) makes it leave on a
+/// graceful stop, so a replica that is stopped for good hands its partitions over at once too.
+pub fn consumer_config(base: &ClientConfig, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
     let mut config = base.clone();
+    if let Some(instance_id) = instance_id {
+        config.set("group.instance.id", instance_id);
+    }
     config
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -151,16 +167,32 @@ mod tests {
 
     #[test]
     fn the_consumer_stores_offsets_itself_and_commits_only_stored_ones() {
-        let c = consumer_config(&base(), "kitchen");
+        let c = consumer_config(&base(), "kitchen", None);
         assert_eq!(c.get("group.id"), Some("kitchen"));
+        assert_eq!(
+            c.get("group.instance.id"),
+            None,
+            "a dynamic member unless told otherwise"
+        );
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("enable.auto.commit"), Some("true"));
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
         let mut latest = base();
         latest.set("auto.offset.reset", "latest");
         assert_eq!(
-            consumer_config(&latest, "g").get("auto.offset.reset"),
+            consumer_config(&latest, "g", None).get("auto.offset.reset"),
             Some("latest")
+        );
+    }
+
+    #[test]
+    fn an_instance_id_makes_the_consumer_a_static_member() {
+        let c = consumer_config(&base(), "kitchen", Some("kitchen-0"));
+        assert_eq!(c.get("group.instance.id"), Some("kitchen-0"));
+        assert_eq!(
+            c.get("session.timeout.ms"),
+            None,
+            "librdkafka's session timeout is kept (see docs/decisions.md)"
         );
     }
 

@@ -4,11 +4,12 @@
 //! ```text
 //!  request ──► [ state change + outbox row ]  one transaction      (Outbox::enqueue)
 //!                          │
-//!                          ▼  relay: lock rows, send, wait for acks, mark published (Relay)
+//!                          ▼  relay: claim rows, commit, send, mark published      (Relay)
 //!                  Kafka topic  ──  CloudEvents binary mode, key = order id, traceparent
 //!                          │
 //!                          ▼  consumer: decode, [ inbox claim + effect ] one transaction,
 //!                             then store the offset; poison → <topic>.dlq    (Consumer)
+//!                             (or, if that topic refuses it, a table: Parking)
 //! ```
 //!
 //! Tracing follows the project's span model: the relay's `send {topic}` span continues the context
@@ -16,17 +17,24 @@
 //! trace), and the consumer's `process {topic}` span is parented or linked per the
 //! [`Topology`](pizza_telemetry::Topology).
 //!
-//! Each service owns its messaging tables: [`migrate`] creates `outbox` and `inbox` in the service's
-//! schema.
+//! Each service owns its messaging tables: [`migrate`] creates `outbox`, `inbox` and
+//! `parked_dead_letters` in the service's schema.
+//!
+//! # Replicas and restarts
+//! A service may run several replicas. Relays share the outbox through claims that keep order per
+//! key; consumers share partitions through their group. Both take an *instance id*, a replica's
+//! stable name across restarts (`PIZZA_INSTANCE_ID`): with it a replica that comes back after
+//! `kill -9` resumes at once, its relay taking back its own claims and its consumer its own
+//! partitions, instead of waiting for a lease or a session to expire.
 //!
 //! # Layout
 //! - [`cloudevents`]: the envelope, its headers, encode and decode.
 //! - [`schema`]: [`Schema`] names and [`migrate`].
-//! - [`outbox`]: [`Outbox::enqueue`] in the caller's transaction.
+//! - [`outbox`]: [`Outbox::enqueue`] in the caller's transaction; dead rows for operators.
 //! - [`relay`]: the [`Relay`] that publishes the outbox.
 //! - [`inbox`]: the [`Inbox`] of applied event ids.
 //! - [`consumer`]: the [`Consumer`] and the [`Handler`] trait.
-//! - [`dead_letter`]: what a dead letter carries.
+//! - [`dead_letter`]: what a dead letter carries, and [`Parking`] for those `<topic>.dlq` refuses.
 //! - [`faults`]: [`FaultHooks`], how a fault plan fails the relay's publishes and crashes the
 //!   consumer.
 //! - [`kafka`]: client settings that encode the guarantees.
@@ -45,10 +53,11 @@ pub mod schema;
 
 pub use cloudevents::{Attributes, DecodeError, EncodeError, Encoded, Envelope};
 pub use consumer::{BoxError, Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError};
+pub use dead_letter::Parking;
 pub use faults::{FaultHooks, SharedFaultHooks};
 pub use inbox::Inbox;
-pub use outbox::{Outbox, OutboxError};
+pub use outbox::{Backlog, DeadRow, Outbox, OutboxError};
 /// The relay's and the consumer's retry delays: the platform's one back-off, from `pizza-retry`.
 pub use pizza_retry::Backoff;
-pub use relay::{Relay, RelayConfig, RelayError, RelayStats, Round};
+pub use relay::{Relay, RelayConfig, RelayError, RelayStats};
 pub use schema::{MigrateError, Schema, SchemaError, migrate};

@@ -16,6 +16,8 @@ pub const METER: &str = "pizza-messaging";
 pub(crate) struct RelayMetrics {
     /// `pizza.outbox.backlog`, per topic.
     pub(crate) backlog: Gauge<u64>,
+    /// `pizza.outbox.dead`, per topic.
+    pub(crate) dead: Gauge<u64>,
     /// `pizza.outbox.publish.failures`, per topic and error type.
     pub(crate) publish_failures: Counter<u64>,
 }
@@ -26,7 +28,12 @@ impl RelayMetrics {
         Self {
             backlog: meter
                 .u64_gauge(names::OUTBOX_BACKLOG)
-                .with_description("Outbox rows not yet published")
+                .with_description("Outbox rows not yet published (dead rows apart)")
+                .with_unit("{event}")
+                .build(),
+            dead: meter
+                .u64_gauge(names::OUTBOX_DEAD)
+                .with_description("Outbox rows the relay gave up on, waiting for an operator")
                 .with_unit("{event}")
                 .build(),
             publish_failures: meter
@@ -45,6 +52,8 @@ pub(crate) struct ConsumerMetrics {
     pub(crate) process_duration: Histogram<f64>,
     /// `pizza.consumer.dead_lettered`, per topic, group and error type.
     pub(crate) dead_lettered: Counter<u64>,
+    /// `pizza.consumer.parked`, per topic, group and error type.
+    pub(crate) parked: Counter<u64>,
     /// `pizza.consumer.lag`, per topic, partition and group (fed by librdkafka statistics).
     pub(crate) lag: Gauge<i64>,
 }
@@ -61,6 +70,11 @@ impl ConsumerMetrics {
             dead_lettered: meter
                 .u64_counter(names::DEAD_LETTERED)
                 .with_description("Messages sent to a dead-letter topic")
+                .with_unit("{message}")
+                .build(),
+            parked: meter
+                .u64_counter(names::PARKED_DEAD_LETTERS)
+                .with_description("Dead letters their dead-letter topic would not take, kept in the database")
                 .with_unit("{message}")
                 .build(),
             lag: meter

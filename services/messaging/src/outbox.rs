@@ -16,7 +16,7 @@
 //! serialized, which they are whenever each one updates the order's row first, as every state change
 //! does. Events of different orders have no order to keep.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pizza_contracts::EventData;
@@ -41,44 +41,95 @@ pub struct Outbox {
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) insert: String,
-    pub(crate) lock_pending: String,
-    pub(crate) blockers: String,
-    pub(crate) mark_published: String,
-    pub(crate) mark_failed: String,
+    pub(crate) claim: String,
+    pub(crate) renew: String,
+    pub(crate) settle: String,
+    pub(crate) release: String,
     pub(crate) backlog: String,
     pub(crate) purge: String,
+    pub(crate) dead: String,
+    pub(crate) requeue: String,
 }
 
 impl Sql {
     fn new(schema: &Schema) -> Self {
         let t = schema.table("outbox");
+        // A row holds back the later rows of its topic and key while it is claimed by a relay, backing
+        // off after a refusal, or dead. `$me` is the claiming relay: its own claims hold their keys
+        // even past their end, so a relay never claims again a row it still has in flight.
+        let held = |alias: &str, me: &str| {
+            format!(
+                "{alias}.published_at is null and ({alias}.dead_at is not null or {alias}.available_at > now() \
+                 or {alias}.claimed_by = {me})"
+            )
+        };
+        let columns = "o.id, o.event_id, o.event_source, o.event_type, o.event_time, o.topic, o.message_key, \
+                       o.payload, o.trace_carrier, o.refusals";
         Self {
             insert: format!(
                 "insert into {t} (event_id, event_source, event_type, event_time, topic, message_key, payload, \
                  trace_carrier) values ($1, $2, $3, $4, $5, $6, $7, $8) returning id"
             ),
-            // skip locked: several relays share the table, each taking rows the others have not.
-            lock_pending: format!(
-                "select id, event_id, event_source, event_type, event_time, topic, message_key, payload, \
-                 trace_carrier from {t} where published_at is null order by id limit $1 for update skip locked"
+            // One statement, so one short transaction: pick available rows in id order, skipping rows
+            // other relays are locking right now and rows behind a held row of their key; keep those
+            // no earlier pending row of their key is missing from the batch (a row another relay is
+            // claiming at this moment); claim them until `now() + $3` seconds.
+            claim: format!(
+                "with batch as ( \
+                   select o.id, o.topic, o.message_key from {t} o \
+                   where o.published_at is null and o.dead_at is null \
+                     and (o.available_at is null or o.available_at <= now()) \
+                     and o.claimed_by is distinct from $2 \
+                     and not exists (select 1 from {t} h where h.message_key = o.message_key \
+                                     and h.topic = o.topic and h.id < o.id and {held_h}) \
+                   order by o.id limit $1 for update of o skip locked), \
+                 go as ( \
+                   select b.id from batch b where not exists ( \
+                     select 1 from {t} e where e.published_at is null and e.message_key = b.message_key \
+                       and e.topic = b.topic and e.id < b.id and not exists (select 1 from batch x where x.id = e.id))) \
+                 update {t} o set claimed_by = $2, available_at = now() + make_interval(secs => $3) \
+                 from go where o.id = go.id returning {columns}",
+                held_h = held("h", "$2"),
             ),
-            // The earliest pending row of each key outside this relay's batch (locked by another relay,
-            // or committed after the batch was taken): rows after it must wait for it.
-            blockers: format!(
-                "select topic, message_key, min(id) from {t} where published_at is null \
-                 and message_key = any($1) and not (id = any($2)) group by topic, message_key"
+            renew: format!(
+                "update {t} set available_at = now() + make_interval(secs => $3) \
+                 where id = any($1) and claimed_by = $2 and published_at is null"
             ),
-            mark_published: format!(
-                "update {t} set published_at = now(), attempts = attempts + 1, last_error = null \
-                 where id = any($1)"
+            // How each claimed row ended (see `relay::Settle`). A published row is marked whoever
+            // holds it now (it is in the topic either way); the others only while this relay still
+            // holds the claim.
+            settle: format!(
+                "update {t} as o set \
+                   published_at = case when s.outcome = 'published' then now() else o.published_at end, \
+                   attempts = o.attempts + case when s.outcome = 'unsent' then 0 else 1 end, \
+                   last_error = case when s.outcome = 'published' then null \
+                                     when s.outcome = 'unsent' then o.last_error else s.error end, \
+                   refusals = o.refusals + case when s.outcome in ('refused', 'dead') then 1 else 0 end, \
+                   dead_at = case when s.outcome = 'dead' then now() else o.dead_at end, \
+                   available_at = case when s.outcome = 'refused' then now() + make_interval(secs => s.retry_after) \
+                                       else null end, \
+                   claimed_by = null \
+                 from unnest($1::bigint[], $2::text[], $3::text[], $4::float8[]) as s(id, outcome, error, retry_after) \
+                 where o.id = s.id and (s.outcome = 'published' or o.claimed_by = $5)"
             ),
-            mark_failed: format!(
-                "update {t} as o set attempts = o.attempts + 1, last_error = f.error \
-                 from unnest($1::bigint[], $2::text[]) as f(id, error) where o.id = f.id"
+            release: format!(
+                "update {t} set claimed_by = null, available_at = null \
+                 where claimed_by = $1 and published_at is null"
             ),
-            backlog: format!("select topic, count(*) from {t} where published_at is null group by topic"),
+            backlog: format!(
+                "select topic, count(*) filter (where dead_at is null), count(*) filter (where dead_at is not null) \
+                 from {t} where published_at is null group by topic"
+            ),
             purge: format!(
                 "delete from {t} where published_at is not null and published_at < now() - make_interval(secs => $1)"
+            ),
+            dead: format!(
+                "select id, event_id, event_type, topic, message_key, attempts, refusals, last_error, created_at, dead_at \
+                 from {t} where dead_at is not null and published_at is null order by id"
+            ),
+            requeue: format!(
+                "update {t} set dead_at = null, refusals = 0, available_at = null, claimed_by = null \
+                 where id = any($1) and dead_at is not null and published_at is null"
             ),
         }
     }
@@ -149,15 +200,84 @@ impl Outbox {
         Ok(id)
     }
 
-    /// Rows not yet published, per topic.
-    pub async fn backlog<'e, E>(&self, executor: E) -> Result<Vec<(String, i64)>, sqlx::Error>
+    /// Rows not yet published, per topic: those still to go and those the relay gave up on.
+    pub async fn backlog<'e, E>(&self, executor: E) -> Result<Vec<Backlog>, sqlx::Error>
     where
         E: sqlx::PgExecutor<'e>,
     {
-        sqlx::query_as(AssertSqlSafe(self.sql.backlog.clone()))
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(self.sql.backlog.clone()))
+            .fetch_all(executor)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(topic, pending, dead)| Backlog { topic, pending, dead })
+            .collect())
+    }
+
+    /// The rows the relay gave up on (see [`crate::relay`]), oldest first, with the last error.
+    pub async fn dead<'e, E>(&self, executor: E) -> Result<Vec<DeadRow>, sqlx::Error>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        sqlx::query_as(AssertSqlSafe(self.sql.dead.clone()))
             .fetch_all(executor)
             .await
     }
+
+    /// Puts dead rows back in line: the relay tries them again at once, with a fresh count of
+    /// refusals, and the rows of their keys that waited behind them follow in order. Rows that are
+    /// not dead are left alone. Returns how many rows were requeued.
+    ///
+    /// For an operator, after fixing the cause (creating the topic, raising the size limit). The
+    /// same in SQL: `update <schema>.outbox set dead_at = null, refusals = 0, available_at = null
+    /// where id in (...) and dead_at is not null`. Deleting a dead row instead gives up on the event
+    /// for good and lets its key move on.
+    pub async fn requeue<'e, E>(&self, executor: E, ids: &[i64]) -> Result<u64, sqlx::Error>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        let done = sqlx::query(AssertSqlSafe(self.sql.requeue.clone()))
+            .bind(ids)
+            .execute(executor)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Unpublished rows of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// The topic.
+    pub topic: String,
+    /// Rows still to be published (claimed, backing off or waiting their turn).
+    pub pending: i64,
+    /// Rows the relay gave up on, waiting for an operator.
+    pub dead: i64,
+}
+
+/// A row the relay gave up on, as [`Outbox::dead`] lists it. No payload: it may hold customer data.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadRow {
+    /// The row id (what [`Outbox::requeue`] takes).
+    pub id: i64,
+    /// The event's `ce_id`.
+    pub event_id: Uuid,
+    /// The event's `ce_type`.
+    pub event_type: String,
+    /// Where it was going.
+    pub topic: String,
+    /// Its record key (the order id).
+    pub message_key: String,
+    /// Publish attempts that got an answer.
+    pub attempts: i32,
+    /// Of those, the ones refused for the row itself.
+    pub refusals: i32,
+    /// The last refusal.
+    pub last_error: Option<String>,
+    /// When the event was written.
+    pub created_at: OffsetDateTime,
+    /// When the relay gave up.
+    pub dead_at: OffsetDateTime,
 }
 
 /// A pending row as the relay reads it.
@@ -172,6 +292,8 @@ pub(crate) struct PendingRow {
     pub(crate) message_key: String,
     pub(crate) payload: Vec<u8>,
     pub(crate) trace_carrier: Json<BTreeMap<String, String>>,
+    /// Refusals so far (see [`crate::relay`]).
+    pub(crate) refusals: i32,
 }
 
 impl PendingRow {
@@ -197,69 +319,15 @@ impl PendingRow {
     }
 }
 
-/// Which rows of a locked batch may be published now, in id order.
-///
-/// `batch` is `(id, topic, key)` in id order; `blockers` maps `(topic, key)` to the smallest id of a
-/// pending row of that key that is *not* in the batch. A row may go only if no such row precedes it:
-/// otherwise a later event of an order would overtake an earlier one that another relay holds, or
-/// that committed after this batch was read.
-pub(crate) fn publishable(
-    batch: &[(i64, &str, &str)],
-    blockers: &HashMap<(String, String), i64>,
-) -> Vec<i64> {
-    batch
-        .iter()
-        .filter(|(id, topic, key)| {
-            blockers
-                .get(&((*topic).to_owned(), (*key).to_owned()))
-                .is_none_or(|blocker| blocker > id)
-        })
-        .map(|(id, _, _)| *id)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn blockers(entries: &[(&str, &str, i64)]) -> HashMap<(String, String), i64> {
-        entries
-            .iter()
-            .map(|(t, k, id)| (((*t).to_owned(), (*k).to_owned()), *id))
-            .collect()
-    }
-
-    #[test]
-    fn with_nothing_pending_elsewhere_the_whole_batch_goes_in_id_order() {
-        let batch = [(1, "t", "a"), (2, "t", "b"), (3, "t", "a")];
-        assert_eq!(publishable(&batch, &HashMap::new()), vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn a_key_waits_for_its_earlier_row_held_by_another_relay() {
-        // Another relay holds row 5 of key a; this one has 7 and 9 of a, and 8 of b.
-        let batch = [(7, "t", "a"), (8, "t", "b"), (9, "t", "a")];
-        assert_eq!(publishable(&batch, &blockers(&[("t", "a", 5)])), vec![8]);
-    }
-
-    #[test]
-    fn rows_before_a_late_committed_row_of_their_key_still_go() {
-        // Row 12 of key a committed after the batch was read: 10 may go, 14 must wait behind 12.
-        let batch = [(10, "t", "a"), (14, "t", "a")];
-        assert_eq!(publishable(&batch, &blockers(&[("t", "a", 12)])), vec![10]);
-    }
-
-    #[test]
-    fn the_same_key_on_another_topic_is_another_sequence() {
-        let batch = [(3, "orders", "a"), (4, "kitchen", "a")];
-        assert_eq!(publishable(&batch, &blockers(&[("kitchen", "a", 1)])), vec![3]);
-    }
 
     #[test]
     fn statements_name_the_schema_quoted() {
         let sql = Sql::new(&Schema::new("order").unwrap());
         assert!(sql.insert.starts_with("insert into \"order\".outbox"));
-        assert!(sql.lock_pending.contains("for update skip locked"));
-        assert!(sql.lock_pending.contains("order by id"));
+        assert!(sql.claim.contains("for update of o skip locked"));
+        assert!(sql.claim.contains("order by o.id"));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceContextExt as _;
-use pizza_contracts::events::{OrderItem, OrderPlaced};
+use pizza_contracts::events::OrderPlaced;
 use pizza_messaging::{
     Backoff, Consumer, ConsumerConfig, ConsumerStats, Envelope, FaultHooks, Relay, RelayConfig,
 };
@@ -32,7 +32,7 @@ use uuid::Uuid;
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use fixture::{Effect, Fixture};
+use fixture::{Effect, Fixture, order_placed};
 
 const SERVICE: &str = "pizza-messaging-faults-test";
 
@@ -91,20 +91,6 @@ impl FaultHooks for Crashes {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
-}
-
-fn order_placed(order: Uuid, seq: u64) -> Envelope<OrderPlaced> {
-    Envelope::new(
-        "/pizza/order",
-        OrderPlaced {
-            order_id: order,
-            items: vec![OrderItem {
-                pizza: "margherita".into(),
-                quantity: 1,
-            }],
-            total_cents: seq,
-        },
-    )
 }
 
 async fn count(fixture: &Fixture, sql: &str) -> i64 {

@@ -32,17 +32,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-// ---- helpers ---------------------------------------------------------------------------------------
+#[path = "support/fixture.rs"]
+mod fixture;
 
-/// Logs to the test's captured output (shown when a test fails; `RUST_LOG` filters, default `info`).
-fn logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
+use fixture::logs;
+
+// ---- helpers ---------------------------------------------------------------------------------------
 
 /// A pool and a schema of the test's own, with the messaging tables and a `deliveries` table that
 /// handlers use as their effect.
@@ -97,6 +92,14 @@ impl Db {
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
+    }
+
+    /// Waits (at most `limit`) until `event_id` is in the inbox, failing with `what` otherwise.
+    async fn until_applied(&self, event_id: Uuid, limit: Duration, what: &str) -> anyhow::Result<()> {
+        eventually(limit, what, || async {
+            Ok(self.in_inbox(event_id).await?.then_some(()))
+        })
+        .await
     }
 
     async fn unpublished(&self) -> anyhow::Result<i64> {
@@ -458,10 +461,8 @@ async fn the_same_event_delivered_twice_has_its_effect_once() -> anyhow::Result<
         consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
         handler,
     )?;
-    eventually(Duration::from_secs(60), "the later event applied", || async {
-        Ok(db.in_inbox(next.id()).await?.then_some(()))
-    })
-    .await?;
+    db.until_applied(next.id(), Duration::from_secs(60), "the later event applied")
+        .await?;
     let stats = stop(stop_consumer, task).await?;
 
     assert_eq!(
@@ -509,10 +510,10 @@ async fn a_consumer_that_crashes_after_its_effect_committed_leaves_the_redeliver
     let (stop_consumer, task) = start_consumer(&db, consumer_config(&topic, &group), handler)?;
     let next = on_its_way(order, 5);
     producer.send_event(&topic, &next).await?;
-    eventually(
+    db.until_applied(
+        next.id(),
         Duration::from_secs(60),
         "the successor applied the next event",
-        || async { Ok(db.in_inbox(next.id()).await?.then_some(())) },
     )
     .await?;
     let stats = stop(stop_consumer, task).await?;
@@ -556,6 +557,229 @@ async fn a_consumer_that_crashes_after_its_effect_committed_leaves_the_redeliver
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_that_stops_gracefully_hands_its_partitions_over_at_once() -> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "leave", 1).await?;
+    let db = Db::fresh().await?;
+    let group = format!("g-{}", Uuid::new_v4());
+    // A session far longer than the test's limit: only an explicit leave can move the partition.
+    let mut kafka = kafka_base(&stack.kafka_bootstrap);
+    kafka.set("session.timeout.ms", "180000");
+    let start = |instance: &str| {
+        let mut config = consumer_config(&topic, &group);
+        config.instance_id = Some(instance.to_owned());
+        let consumer = Consumer::new(
+            db.pool.clone(),
+            db.schema.clone(),
+            &kafka,
+            config,
+            RecordProgress::new(&db),
+        )?;
+        anyhow::Ok(spawn_until_stopped(move |stopped| consumer.run(until(stopped))))
+    };
+    let producer = RawProducer::new()?;
+    let order = Uuid::now_v7();
+    let first = on_its_way(order, 10);
+    producer.send_event(&topic, &first).await?;
+    let (stop_a, a) = start("replica-a")?;
+    db.until_applied(
+        first.id(),
+        Duration::from_secs(60),
+        "replica a applied its record",
+    )
+    .await?;
+    stop(stop_a, a).await?;
+
+    // Replica b, another instance, gets the partition now, not when a's session would expire.
+    let (stop_b, b) = start("replica-b")?;
+    let next = on_its_way(order, 20);
+    producer.send_event(&topic, &next).await?;
+    db.until_applied(
+        next.id(),
+        Duration::from_secs(90),
+        "replica b applied the next record",
+    )
+    .await?;
+    let stats = stop(stop_b, b).await?;
+    assert_eq!(
+        (stats.processed, stats.duplicates),
+        (1, 0),
+        "a committed before leaving: {stats:?}"
+    );
+    assert_eq!(db.effect(order).await?, Some((2, 30)));
+    db.drop_schema().await;
+    Ok(())
+}
+
+/// The fatal case met after a broker outage, made on purpose: a second live member joining under the
+/// same instance id fences the first (`FencedInstanceId`, fatal in librdkafka). The fenced consumer
+/// must end its run as fatal, so its service starts a new one, instead of polling a dead client for
+/// ever while its partitions go unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_ends_its_run_as_fatal_instead_of_polling_a_dead_client() -> anyhow::Result<()>
+{
+    logs();
+    let stack = Stack::from_env();
+    let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "fenced", 1).await?;
+    let db = Db::fresh().await?;
+    let group = format!("g-{}", Uuid::new_v4());
+    let kafka = kafka_base(&stack.kafka_bootstrap);
+    let start = || {
+        let mut config = consumer_config(&topic, &group);
+        config.instance_id = Some("replica-0".to_owned());
+        let consumer = Consumer::new(
+            db.pool.clone(),
+            db.schema.clone(),
+            &kafka,
+            config,
+            RecordProgress::new(&db),
+        )?;
+        anyhow::Ok(spawn_until_stopped(move |stopped| consumer.run(until(stopped))))
+    };
+    let producer = RawProducer::new()?;
+    let order = Uuid::now_v7();
+    let first = on_its_way(order, 10);
+    producer.send_event(&topic, &first).await?;
+    // Kept until the end: dropping it would stop the first member, which is to be fenced instead.
+    let (stop_a, a) = start()?;
+    db.until_applied(
+        first.id(),
+        Duration::from_secs(60),
+        "the first member applied its record",
+    )
+    .await?;
+
+    // The same name joins while the first still lives: the broker fences the first.
+    let (stop_b, b) = start()?;
+    let fenced = tokio::time::timeout(Duration::from_secs(90), a)
+        .await
+        .context("the fenced consumer never ended its run")??;
+    assert!(fenced.fatal, "ended as fatal: {fenced:?}");
+    assert_eq!(fenced.processed, 1, "{fenced:?}");
+
+    // The member that took the name over reads on.
+    let next = on_its_way(order, 20);
+    producer.send_event(&topic, &next).await?;
+    db.until_applied(
+        next.id(),
+        Duration::from_secs(90),
+        "the new member applied the next record",
+    )
+    .await?;
+    let stats = stop(stop_b, b).await?;
+    assert!(!stats.fatal, "{stats:?}");
+    drop(stop_a);
+    db.drop_schema().await;
+    Ok(())
+}
+
+/// Appends each applied event to a log with the id of the transaction that applied it.
+#[derive(Clone)]
+struct LogWithTransaction {
+    table: String,
+}
+
+impl Handler for LogWithTransaction {
+    type Event = DeliveryEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Envelope<DeliveryEvent>,
+    ) -> Result<(), HandlerError> {
+        let DeliveryEvent::OnItsWay(update) = &event.data else {
+            return Err(HandlerError::reject("unexpected event"));
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "insert into {} (order_id, progress, txid) values ($1, $2, txid_current())",
+            self.table
+        )))
+        .bind(update.order_id)
+        .bind(i32::from(update.progress_percent))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_already_fetched_are_applied_together_in_few_transactions_in_order_each_once()
+-> anyhow::Result<()> {
+    logs();
+    const ORDERS: usize = 3;
+    const PER_ORDER: u8 = 20;
+    let stack = Stack::from_env();
+    let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "batches", 1).await?;
+    let db = Db::fresh().await?;
+    let log = db.table("log");
+    sqlx::query(AssertSqlSafe(format!(
+        "create table {log} (seq bigserial primary key, order_id uuid not null, progress integer not null, \
+         txid bigint not null)"
+    )))
+    .execute(&db.pool)
+    .await?;
+    // All records are in the topic before the consumer starts, one event sent twice among them.
+    let producer = RawProducer::new()?;
+    let orders: Vec<Uuid> = (0..ORDERS).map(|_| Uuid::now_v7()).collect();
+    let mut last = None;
+    for progress in 1..=PER_ORDER {
+        for order in &orders {
+            let event = on_its_way(*order, progress);
+            producer.send_event(&topic, &event).await?;
+            last = Some(event);
+        }
+    }
+    let last = last.context("events sent")?;
+    producer.send_event(&topic, &last).await?;
+
+    let consumer = Consumer::new(
+        db.pool.clone(),
+        db.schema.clone(),
+        &kafka_base(&stack.kafka_bootstrap),
+        consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
+        LogWithTransaction { table: log.clone() },
+    )?;
+    let (stop_consumer, task) = spawn_until_stopped(move |stopped| consumer.run(until(stopped)));
+    db.until_applied(last.id(), Duration::from_secs(60), "the last event applied")
+        .await?;
+    let stats = stop(stop_consumer, task).await?;
+    let total = ORDERS * usize::from(PER_ORDER);
+    assert_eq!(
+        (stats.processed, stats.duplicates),
+        (total as u64, 1),
+        "{stats:?}"
+    );
+
+    let rows: Vec<(Uuid, i32, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "select order_id, progress, txid from {log} order by seq"
+    )))
+    .fetch_all(&db.pool)
+    .await?;
+    assert_eq!(rows.len(), total, "each event applied once");
+    for order in &orders {
+        let progress: Vec<i32> = rows.iter().filter(|r| r.0 == *order).map(|r| r.1).collect();
+        assert_eq!(
+            progress,
+            (1..=i32::from(PER_ORDER)).collect::<Vec<_>>(),
+            "in partition order"
+        );
+    }
+    let transactions: HashSet<i64> = rows.iter().map(|r| r.2).collect();
+    eprintln!(
+        "batches: {total} events applied in {} transactions",
+        transactions.len()
+    );
+    assert!(
+        transactions.len() * 4 <= total,
+        "{total} events took {} transactions",
+        transactions.len()
+    );
+    db.drop_schema().await;
+    Ok(())
+}
+
 // ---- poison messages -------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,10 +813,8 @@ async fn records_that_do_not_decode_go_to_the_dead_letter_topic_and_the_next_one
         consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
         RecordProgress::new(&db),
     )?;
-    eventually(Duration::from_secs(60), "the good event applied", || async {
-        Ok(db.in_inbox(good.id()).await?.then_some(()))
-    })
-    .await?;
+    db.until_applied(good.id(), Duration::from_secs(60), "the good event applied")
+        .await?;
     let stats = stop(stop_consumer, task).await?;
     assert_eq!(db.effect(order).await?, Some((1, 50)));
     assert_eq!((stats.processed, stats.dead_lettered), (1, 2), "{stats:?}");
@@ -669,10 +891,10 @@ async fn a_handler_that_keeps_failing_dead_letters_after_the_last_attempt_and_th
         consumer_config(&topic, &format!("g-{}", Uuid::new_v4())),
         handler,
     )?;
-    eventually(
+    db.until_applied(
+        fine_event.id(),
         Duration::from_secs(60),
         "the event after the failing one applied",
-        || async { Ok(db.in_inbox(fine_event.id()).await?.then_some(())) },
     )
     .await?;
     let stats = stop(stop_consumer, task).await?;
@@ -724,6 +946,106 @@ async fn a_handler_that_keeps_failing_dead_letters_after_the_last_attempt_and_th
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_its_topic_refuses_is_parked_in_the_database_and_the_partition_moves_on()
+-> anyhow::Result<()> {
+    logs();
+    let stack = Stack::from_env();
+    // No dead-letter topic: the broker has auto-creation off, so every dead-letter publish fails.
+    let topic = kafka::unique_topic("nodlq");
+    kafka::create_topics(&stack.kafka_bootstrap, &[(&topic, 1)]).await?;
+    let db = Db::fresh().await?;
+    let producer = RawProducer::new()?;
+    let order = Uuid::now_v7();
+    let broken = on_its_way(order, 10).encode()?;
+    producer
+        .send(&topic, &broken.key, broken.headers.clone(), b"{not json}")
+        .await?;
+    let good = on_its_way(order, 50);
+    producer.send_event(&topic, &good).await?;
+
+    let mut config = consumer_config(&topic, &format!("g-{}", Uuid::new_v4()));
+    config.dead_letter_attempts = 2;
+    let mut kafka = kafka_base(&stack.kafka_bootstrap);
+    // An unknown topic fails a publish after the metadata propagation wait: half a second here.
+    kafka.set("topic.metadata.propagation.max.ms", "500");
+    let consumer = Consumer::new(
+        db.pool.clone(),
+        db.schema.clone(),
+        &kafka,
+        config,
+        RecordProgress::new(&db),
+    )?;
+    let (stop_consumer, task) = spawn_until_stopped(move |stopped| consumer.run(until(stopped)));
+    db.until_applied(
+        good.id(),
+        Duration::from_secs(120),
+        "the record after the poison one applied",
+    )
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+    assert_eq!(
+        (stats.parked, stats.dead_lettered, stats.processed),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    assert_eq!(db.effect(order).await?, Some((1, 50)));
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Parked {
+        topic: String,
+        kafka_partition: i32,
+        kafka_offset: i64,
+        payload: Vec<u8>,
+        error_type: String,
+        error: String,
+        publish_error: String,
+        headers: serde_json::Value,
+    }
+    let parked: Vec<Parked> = sqlx::query_as(AssertSqlSafe(format!(
+            "select topic, kafka_partition, kafka_offset, payload, error_type, error, publish_error, headers from {}",
+            db.table("parked_dead_letters")
+        )))
+        .fetch_all(&db.pool)
+        .await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let Parked {
+        topic: from,
+        kafka_partition: partition,
+        kafka_offset: offset,
+        payload,
+        error_type,
+        error,
+        publish_error,
+        headers,
+    } = &parked[0];
+    assert_eq!((from.as_str(), *partition, *offset), (topic.as_str(), 0, 0));
+    assert_eq!(payload.as_slice(), b"{not json}", "the body is kept as it was");
+    assert_eq!(error_type, "invalid_body");
+    assert!(error.contains("syntax"), "{error}");
+    assert!(
+        publish_error.to_lowercase().contains("unknown"),
+        "{publish_error}"
+    );
+    let header = |name: &str| {
+        headers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].clone())
+    };
+    assert_eq!(
+        header(ce::ID),
+        Some(serde_json::Value::String(bad_json_id(&broken))),
+        "the event's own headers are kept"
+    );
+    assert_eq!(header(dlq::ERROR_TYPE), Some(serde_json::json!("invalid_body")));
+    assert_eq!(header(dlq::ORIGIN_OFFSET), Some(serde_json::json!("0")));
+    db.drop_schema().await;
+    Ok(())
+}
+
 // ---- schema ownership ------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,14 +1059,23 @@ async fn each_schema_gets_its_own_tables_and_migrating_twice_changes_nothing() -
     .bind(db.schema.as_str())
     .fetch_all(&db.pool)
     .await?;
-    assert_eq!(tables, vec!["_sqlx_migrations", "deliveries", "inbox", "outbox"]);
+    assert_eq!(
+        tables,
+        vec![
+            "_sqlx_migrations",
+            "deliveries",
+            "inbox",
+            "outbox",
+            "parked_dead_letters"
+        ]
+    );
     let applied: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "select count(*) from {}",
         db.table("_sqlx_migrations")
     )))
     .fetch_one(&db.pool)
     .await?;
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 5);
 
     // An event enqueued in a rolled-back transaction never exists; a committed one does, with the
     // columns the relay needs.

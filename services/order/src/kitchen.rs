@@ -5,45 +5,29 @@
 //! CLIENT span and the kitchen's SERVER span), the back-off survives a restart of this service, and
 //! the idempotency key (the order id) makes a repeated ticket harmless.
 
-use std::time::Duration;
-
 use pizza_contracts::events::OrderItem;
 use pizza_contracts::kitchen::{CreateTicket, Ticket, problems};
-use pizza_telemetry::http_client::{OrderId, Tracing, UrlTemplate};
+use pizza_servicekit::peer::{Peer, problem_type};
 use pizza_workflow::StepError;
-use reqwest_middleware::ClientWithMiddleware;
 use uuid::Uuid;
 
 /// An HTTP client for the kitchen.
 #[derive(Debug, Clone)]
-pub struct KitchenClient {
-    base: String,
-    http: ClientWithMiddleware,
-}
+pub struct KitchenClient(Peer);
 
 impl KitchenClient {
-    /// A client for the kitchen at `base` (`http://127.0.0.1:8081`).
+    /// A client for the kitchen at `base` (`http://127.0.0.1:8081`); it makes one attempt per call
+    /// (see the module docs).
     pub fn new(base: &str) -> Result<Self, reqwest::Error> {
-        let inner = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let http = reqwest_middleware::ClientBuilder::new(inner)
-            .with(Tracing::new("kitchen"))
-            .build();
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-        })
+        Ok(Self(Peer::new("kitchen", base, None)?))
     }
 
     /// `POST /tickets`: the ticket's id. 5xx, 429 and transport errors are retryable; any other
     /// refusal (an item the kitchen does not make, a conflicting ticket) is permanent.
     pub async fn place_ticket(&self, order_id: Uuid, items: &[OrderItem]) -> Result<Uuid, StepError> {
         let response = self
-            .http
-            .post(format!("{}/tickets", self.base))
-            .with_extension(UrlTemplate("/tickets"))
-            .with_extension(OrderId(order_id.to_string()))
+            .0
+            .post("/tickets", "/tickets", order_id)
             .json(&CreateTicket {
                 order_id,
                 items: items.to_vec(),
@@ -62,14 +46,18 @@ impl KitchenClient {
         Err(refusal(status, problem_type(response).await))
     }
 
-    /// `POST /tickets/{order_id}/cancel`. A ticket that is already cancelled, picked up, failed or
-    /// unknown needs nothing more (the compensation is done); 5xx and transport errors are retried.
+    /// `POST /tickets/{order_id}/cancel`. The kitchen cancels any ticket a driver has not picked up
+    /// (a cancelled one again, a failed one too) and refuses a picked-up one with 409 `ticket-closed`:
+    /// that answer is the kitchen's word that a driver has the pizza, not "nothing to do". 5xx and
+    /// transport errors are retryable.
     pub async fn cancel_ticket(&self, order_id: Uuid) -> Result<CancelOutcome, StepError> {
         let response = self
-            .http
-            .post(format!("{}/tickets/{order_id}/cancel", self.base))
-            .with_extension(UrlTemplate("/tickets/{order_id}/cancel"))
-            .with_extension(OrderId(order_id.to_string()))
+            .0
+            .post(
+                &format!("/tickets/{order_id}/cancel"),
+                "/tickets/{order_id}/cancel",
+                order_id,
+            )
             .send()
             .await
             .map_err(transport)?;
@@ -80,7 +68,7 @@ impl KitchenClient {
         let kind = problem_type(response).await;
         match status.as_u16() {
             404 => Ok(CancelOutcome::NoTicket),
-            409 if kind == problems::TICKET_CLOSED => Ok(CancelOutcome::Closed),
+            409 if kind == problems::TICKET_CLOSED => Ok(CancelOutcome::PickedUp),
             _ => Err(refusal(status, kind)),
         }
     }
@@ -90,10 +78,12 @@ impl KitchenClient {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelOutcome {
-    /// The kitchen stopped it.
+    /// The kitchen stopped it (or had stopped it before): no driver can pick it up.
     Cancelled,
-    /// It was closed already (picked up, failed or cancelled before).
-    Closed,
+    /// A driver picked it up: the pizza is on its way, and nothing calls it back. (`closed` in the
+    /// history of runs recorded before the name said what it means.)
+    #[serde(alias = "closed")]
+    PickedUp,
     /// The kitchen never had it.
     NoTicket,
 }
@@ -115,15 +105,6 @@ fn refusal(status: http::StatusCode, kind: String) -> StepError {
     } else {
         StepError::permanent(error_type, message)
     }
-}
-
-async fn problem_type(response: reqwest::Response) -> String {
-    response
-        .json::<serde_json::Value>()
-        .await
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! The web UI in a real browser against the real shop: Debian's Chromium, headless, driven by
 //! playwright-core (`tests/browser/place_order.mjs`), ordering from the order service while the
-//! kitchen and delivery services cook and drive it, all three in-process on the real PostgreSQL,
-//! Kafka, Collector and Jaeger.
+//! kitchen and delivery services cook and drive it, all three as real processes
+//! (`pizza_testkit::shop`) on the real PostgreSQL, Kafka, Collector and Jaeger.
 //!
 //! The browser and its driver come from `deploy/local/tools.sh install` (which `make test` runs). A
 //! machine without them fails this test with that instruction: a UI test that skips itself when the
 //! browser is missing would pass on exactly the machines where nobody looked at the UI.
 
-mod shop;
 mod tools;
 
 use std::path::PathBuf;
@@ -15,11 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use pizza_testkit::conventions::personal_data;
+use pizza_testkit::shop::{ADMIN_TOKEN, Options, Service, Shop, database_url_of};
 use pizza_testkit::{Jaeger, Stack};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-use shop::Shop;
 
 /// The customer the browser types in: distinctive, so a leak into a span is unambiguous.
 const NAME: &str = "Ada Browsertest";
@@ -39,8 +37,7 @@ fn ui_file(name: &str) -> PathBuf {
 async fn a_customer_orders_in_the_browser_and_watches_the_order_arrive(pool: PgPool) -> anyhow::Result<()> {
     let chromium = tools::tool("PIZZA_CHROMIUM_BIN")?;
     let playwright = tools::tool("PIZZA_PLAYWRIGHT_DIR")?;
-    pizza_testkit::telemetry::init_once("order-browser-test");
-    let shop = Shop::open(&pool).await?;
+    let shop = Shop::open(Options::new(database_url_of(&pool)?)).await?;
 
     let customer = json!({
         "name": NAME, "phone": PHONE, "street": STREET, "postal_code": POSTAL_CODE, "city": CITY,
@@ -48,10 +45,10 @@ async fn a_customer_orders_in_the_browser_and_watches_the_order_arrive(pool: PgP
     let screenshot = std::env::temp_dir().join(format!("pizza-browser-{}.png", std::process::id()));
     let mut node = tokio::process::Command::new("node");
     node.arg(ui_file("tests/browser/place_order.mjs"))
-        .arg(&shop.order.base)
+        .arg(shop.url(Service::Order))
         .env("PIZZA_CHROMIUM_BIN", &chromium)
         .env("PIZZA_PLAYWRIGHT_DIR", &playwright)
-        .env("PIZZA_ADMIN_TOKEN", shop::ADMIN_TOKEN)
+        .env("PIZZA_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("PIZZA_JAEGER_URL", Stack::from_env().jaeger_url)
         .env("PIZZA_BROWSER_CUSTOMER", customer.to_string())
         .env("PIZZA_BROWSER_SCREENSHOT", &screenshot);
@@ -82,7 +79,7 @@ async fn a_customer_orders_in_the_browser_and_watches_the_order_arrive(pool: PgP
         .timeout(Duration::from_secs(10))
         .build()?;
     let order: Value = http
-        .get(format!("{}/orders/{order_id}", shop.order.base))
+        .get(format!("{}/orders/{order_id}", shop.url(Service::Order)))
         .send()
         .await?
         .error_for_status()?
@@ -115,7 +112,6 @@ async fn a_customer_orders_in_the_browser_and_watches_the_order_arrive(pool: PgP
     );
 
     // The link the customer clicks leads to a real trace, and it holds none of their details.
-    pizza_testkit::telemetry::flush().await;
     let jaeger = Jaeger::new(Stack::from_env().jaeger_url);
     let trace = jaeger
         .wait_for_trace(&trace_id, Duration::from_secs(60), |t| {
@@ -129,7 +125,7 @@ async fn a_customer_orders_in_the_browser_and_watches_the_order_arrive(pool: PgP
         took.as_secs_f64(),
         trace.spans.len()
     );
-    shop.close().await
+    shop.stop().await
 }
 
 /// The UI's script and the browser test's script parse (a syntax error in app.js would otherwise

@@ -1,5 +1,5 @@
 //! The order API fuzzed from its own OpenAPI document by schemathesis, against the real shop (order,
-//! kitchen and delivery in-process on the real PostgreSQL and Kafka).
+//! kitchen and delivery as real processes, `pizza_testkit::shop`, on the real PostgreSQL and Kafka).
 //!
 //! Schemathesis generates requests from `/openapi.json` (valid ones, and invalid ones: malformed
 //! bodies, wrong types, out-of-range quantities, unknown pizzas and order ids, odd headers) and
@@ -25,7 +25,6 @@
 //! schemathesis comes from `deploy/local/tools.sh install` (which `make test` runs); without it this
 //! test fails with that instruction instead of skipping.
 
-mod shop;
 mod tools;
 
 use std::path::Path;
@@ -37,10 +36,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use pizza_testkit::app::Running;
+use pizza_testkit::shop::{Options, Service, Shop, database_url_of};
 use serde_json::json;
 use sqlx::PgPool;
-
-use shop::Shop;
 
 /// Test cases per operation and phase; with 8 operations this is a run of about a minute here.
 const MAX_EXAMPLES: u32 = 40;
@@ -122,10 +120,10 @@ fn temp_dir(name: &str) -> anyhow::Result<std::path::PathBuf> {
 #[sqlx::test(migrations = false)]
 async fn the_order_api_survives_fuzzing_from_its_openapi_document(pool: PgPool) -> anyhow::Result<()> {
     tools::tool("PIZZA_SCHEMATHESIS_BIN")?;
-    let shop = Shop::open(&pool).await?;
+    let shop = Shop::open(Options::new(database_url_of(&pool)?)).await?;
     let dir = temp_dir("fuzz")?;
     let seed = seed();
-    let run = schemathesis(&shop.order.base, seed, &dir).await;
+    let run = schemathesis(&shop.url(Service::Order), seed, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     let (code, output) = run?;
     println!("{}", summary(&output));
@@ -140,7 +138,7 @@ async fn the_order_api_survives_fuzzing_from_its_openapi_document(pool: PgPool) 
         cases.is_some_and(|n| n >= 100),
         "schemathesis reported {cases:?} test cases, expected at least 100:\n{output}"
     );
-    shop.close().await
+    shop.stop().await
 }
 
 /// The harness can fail: a router that answers 500 on one documented route and breaks its schema on

@@ -5,6 +5,9 @@
 // Rules it keeps:
 // - Customer details travel only in the POST body: never in a URL, never in storage, never in the
 //   console. The order id (a random UUID) is the only thing that appears in URLs.
+// - The cancel token POST /orders answers with is the capability to cancel that order. It is kept in
+//   this tab's sessionStorage (so a reload can still cancel) and sent only in the cancel's body; an
+//   order opened from the list without its token cannot be cancelled from here.
 // - Everything from the server is put on the page with textContent, never parsed as HTML.
 // - Every error the API answers is RFC 9457 problem+json; its title, detail and per-field errors are
 //   shown as they are, because they are written for the person at the keyboard.
@@ -22,6 +25,7 @@
     "kafka:orders.events",
   ];
   const TOKEN_KEY = "pizza.adminToken";
+  const CANCEL_TOKENS_KEY = "pizza.cancelTokens";
   const MAX_QUANTITY = 20;
   const MAX_LINES = 20;
 
@@ -71,6 +75,34 @@
     }
     return { ok: response.ok, status: response.status, body, text };
   }
+
+  // ---- cancel tokens ------------------------------------------------------------------------------------
+
+  /** Tokens kept in memory when sessionStorage refuses them. */
+  const memoryTokens = {};
+
+  /** The cancel tokens of the orders this tab placed, by order id. */
+  function cancelTokens() {
+    try {
+      return JSON.parse(sessionStorage.getItem(CANCEL_TOKENS_KEY) || "{}") || {};
+    } catch {
+      return {};
+    }
+  }
+
+  function rememberCancelToken(id, token) {
+    if (!token) return;
+    const tokens = cancelTokens();
+    tokens[id] = token;
+    try {
+      sessionStorage.setItem(CANCEL_TOKENS_KEY, JSON.stringify(tokens));
+    } catch {
+      // Storage may be disabled (private mode); the token then lasts as long as the page.
+      memoryTokens[id] = token;
+    }
+  }
+
+  const cancelTokenFor = (id) => cancelTokens()[id] || memoryTokens[id] || null;
 
   // ---- notices -----------------------------------------------------------------------------------------
 
@@ -307,6 +339,7 @@
         markInvalid(r.body && r.body.errors);
         return;
       }
+      rememberCancelToken(r.body.order_id, r.body.cancel_token);
       cart.clear();
       renderCart();
       openOrder(r.body.order_id, { status: r.body.status, traceUrl: r.body.links && r.body.links.trace });
@@ -350,7 +383,10 @@
     el.textContent = label(status);
     el.dataset.status = status;
     el.className = `status status-${status}`;
-    $("cancel-order").disabled = TERMINAL.has(status);
+    const cancel = $("cancel-order");
+    const token = current ? cancelTokenFor(current.id) : null;
+    cancel.disabled = TERMINAL.has(status) || !token;
+    cancel.title = token ? "" : "Only the browser tab that placed this order can cancel it";
   }
 
   function setTraceLink(url) {
@@ -474,7 +510,12 @@
   async function cancelOrder() {
     if (!current) return;
     const id = current.id;
-    const r = await api("POST", `/orders/${encodeURIComponent(id)}/cancel`);
+    const token = cancelTokenFor(id);
+    if (!token) {
+      showInfo("Only the browser tab that placed this order can cancel it.");
+      return;
+    }
+    const r = await api("POST", `/orders/${encodeURIComponent(id)}/cancel`, { json: { cancel_token: token } });
     if (!r.ok) {
       showProblem("The order was not cancelled", r.body, r.status);
       return;

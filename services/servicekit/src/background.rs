@@ -98,7 +98,8 @@ pub struct Messaging<H: Handler> {
     /// How often the relay looks for unpublished events at most (the service's tick, when it is
     /// shorter than the relay's default).
     pub relay_poll: Duration,
-    /// The consumer's group and topics.
+    /// The consumer's group and topics, and the replica's stable name
+    /// ([`ConsumerConfig::instance_id`]), which the relay's claims carry too.
     pub consumer: ConsumerConfig,
     /// What the consumer does with each event.
     pub handler: H,
@@ -169,6 +170,7 @@ where
         &kafka,
         RelayConfig {
             poll_interval: relay_poll.min(RelayConfig::default().poll_interval),
+            instance_id: consumer.instance_id.clone(),
             faults: Some(faults.clone()),
             ..RelayConfig::default()
         },
@@ -231,15 +233,24 @@ async fn supervise_consumer<H: Handler>(
         total.dead_lettered += stats.dead_lettered;
         total.retries += stats.retries;
         total.crashed = stats.crashed;
-        if !stats.crashed {
+        total.fatal = stats.fatal;
+        if stats.fatal {
+            tracing::warn!(
+                restarts,
+                ?pause,
+                "the consumer hit a fatal Kafka error; starting a new one, which resumes from the \
+                 committed offsets"
+            );
+        } else if stats.crashed {
+            tracing::warn!(
+                restarts,
+                ?pause,
+                "the consumer crashed before storing an offset (fault plan); starting a new one, which \
+                 gets that record again"
+            );
+        } else {
             return (total, restarts);
         }
-        tracing::warn!(
-            restarts,
-            ?pause,
-            "the consumer crashed before storing an offset (fault plan); starting a new one, which gets \
-             that record again"
-        );
         consumer = loop {
             let mut stop = pin!(Stop(stopped.clone()).wait());
             tokio::select! {

@@ -1,17 +1,16 @@
 //! The settings every service shares, as one `clap` struct each service flattens into its own
-//! (`#[command(flatten)]`), so the variable names, defaults and checks are the same everywhere.
+//! (`#[command(flatten)]`), so the variable names, defaults and checks are the same everywhere. The
+//! telemetry settings ([`TelemetryArgs`]) are among them: one parse of the command line and the
+//! environment gives a service everything it runs with.
 
 use std::time::Duration;
 
+use pizza_telemetry::TelemetryArgs;
 use rdkafka::ClientConfig;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::faults::{FaultError, FaultPlan, Faults};
-
-/// Connections per service process: enough for the HTTP handlers, the background loop, the relay
-/// and the consumer at once.
-const MAX_CONNECTIONS: u32 = 10;
 
 /// The settings every service has, read from flags or the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,12 +24,25 @@ pub struct ServiceConfig {
     /// Multiplier of every simulated duration (1.0 for a demo, 0.02 for tests).
     #[arg(long, env = "PIZZA_TIME_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
     pub time_scale: f64,
-    /// Bearer token of the admin API (`/admin/faults`); without it the admin API answers 403.
+    /// Bearer token of the admin API (`/admin/faults`); unset or blank, the admin API answers 403. A
+    /// service listening beyond loopback refuses to start with the workshop's published token or a
+    /// token shorter than 12 characters (see `pizza_servicekit::faults::admin_access`).
     #[arg(long, env = "PIZZA_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
     /// The fault plan to start with, as JSON (see `pizza_servicekit::FaultPlan`).
     #[arg(long, env = "PIZZA_FAULTS", value_parser = parse_plan)]
     pub faults: Option<FaultPlan>,
+    /// Telemetry: the standard `OTEL_*` variables and the platform's `PIZZA_*` switches (trace
+    /// topology, trusting an inbound `traceparent`, dropped edges, log format).
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// This replica's stable name: the same every time the replica starts, different from every
+    /// other live replica of the service (`order-0`; a Kubernetes pod's name). A replica restarted
+    /// after a crash then resumes at once: its consumer takes its partitions back (static group
+    /// membership), its relay its claims, its workflow worker its leases. Unset, each start is a
+    /// stranger and waits for the dead one's session, claims and leases to expire.
+    #[arg(long, env = "PIZZA_INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
 }
 
 impl ServiceConfig {
@@ -47,10 +59,10 @@ impl ServiceConfig {
         kafka
     }
 
-    /// Connects a pool to [`database_url`](Self::database_url).
-    pub async fn connect(&self) -> Result<PgPool, sqlx::Error> {
+    /// Connects a pool of at most `max_connections` to [`database_url`](Self::database_url).
+    pub async fn connect(&self, max_connections: u32) -> Result<PgPool, sqlx::Error> {
         PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .connect(&self.database_url)
             .await
     }
@@ -69,6 +81,21 @@ pub fn parse_scale(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} must be a number above 0 and at most 1000"))
+    }
+}
+
+/// A Kafka `group.instance.id` and a lease owner: 1 to 200 characters of `[A-Za-z0-9._-]`.
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} must be 1 to 200 letters, digits, '.', '_' or '-' (a pod name is)"
+        ))
     }
 }
 
@@ -99,6 +126,10 @@ mod tests {
         assert_eq!(c.time_scale, 1.0);
         assert_eq!(c.admin_token, None);
         assert_eq!(c.faults, None);
+        assert_eq!(
+            c.instance_id, None,
+            "no stable name unless the deployment gives one"
+        );
         assert_eq!(c.initial_faults().unwrap().plan(), FaultPlan::default());
     }
 
@@ -110,6 +141,18 @@ mod tests {
             assert!(
                 parse(&["--database-url", "x", "--time-scale", bad]).is_err(),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_instance_id_is_a_name_kafka_and_the_lease_owner_accept() {
+        let c = parse(&["--database-url", "x", "--instance-id", "order-7f9c4d8b6-x2x5p"]).unwrap();
+        assert_eq!(c.instance_id.as_deref(), Some("order-7f9c4d8b6-x2x5p"));
+        for bad in ["", "order 0", "order/0", &"a".repeat(201)] {
+            assert!(
+                parse(&["--database-url", "x", "--instance-id", bad]).is_err(),
+                "{bad:?}"
             );
         }
     }

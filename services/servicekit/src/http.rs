@@ -60,21 +60,9 @@ impl std::fmt::Debug for AppState {
 /// The whole API of the service named `service`: its `routes` and the health probes (behind the
 /// HTTP faults) on `state`, the admin API of the fault plan beside them, problem+json answers for
 /// unknown routes and methods, a limit of `max_body_bytes` on request bodies, and the SERVER span
-/// around everything. Internal services continue their caller's `traceparent`.
-pub fn service_router(
-    service: &'static str,
-    routes: Router<AppState>,
-    state: AppState,
-    admin_token: Option<String>,
-    max_body_bytes: usize,
-) -> Router {
-    edge_router(service, routes, state, admin_token, max_body_bytes, true)
-}
-
-/// Like [`service_router`], for a service at the edge, which decides whether to continue a caller's
-/// `traceparent` (`trust_inbound`, from `PIZZA_TRUST_INBOUND_TRACEPARENT`) or to start a new trace
-/// linked to it.
-pub fn edge_router(
+/// around everything, which continues a caller's `traceparent` when `trust_inbound`, and otherwise
+/// starts a new trace linked to it. The service host builds it (`crate::host::Host::router`).
+pub fn router(
     service: &'static str,
     routes: Router<AppState>,
     state: AppState,

@@ -4,7 +4,10 @@
 //! JSON object with `type`, `title`, `status` and usually `detail`, served as
 //! `application/problem+json`, so tools (and the schema fuzzer in the tests) can rely on it.
 
+use std::fmt::Display;
+
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
@@ -61,6 +64,25 @@ impl Problem {
         }
     }
 
+    /// 422 for a request that breaks a rule: typed, with the offending field (a JSON pointer) and
+    /// the rule as a field error and as the detail.
+    pub fn invalid(kind: &str, title: &str, field: &str, message: &str) -> Self {
+        Self::typed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kind,
+            title,
+            format!("{field}: {message}"),
+        )
+        .with_field_error(field, message)
+    }
+
+    /// 503 for a dependency that failed (`error`): the one answer an operator must look at, so it
+    /// is logged as an error (`what`); the client learns only `detail`, that it may retry.
+    pub fn unavailable(error: &dyn Display, what: &str, detail: &str) -> Self {
+        tracing::error!(%error, "{what}");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+
     /// Adds a field error.
     pub fn with_field_error(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
         self.errors.push(FieldError {
@@ -79,6 +101,52 @@ impl IntoResponse for Problem {
             .headers_mut()
             .insert(CONTENT_TYPE, http::HeaderValue::from_static(CONTENT_TYPE_PROBLEM));
         response
+    }
+}
+
+/// A request its handler could not read, answered the same way by every service.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The body could not be read (not JSON, wrong shape, wrong content type, too large).
+    #[error("unreadable request body: {detail}")]
+    Body {
+        /// The status the rejection calls for (400, 413, 415, 422).
+        status: StatusCode,
+        /// What was wrong, for the client.
+        detail: String,
+    },
+    /// A path, query or header is not what the route expects (400).
+    #[error("bad request: {0}")]
+    Malformed(String),
+}
+
+impl From<JsonRejection> for Rejection {
+    fn from(rejection: JsonRejection) -> Self {
+        Rejection::Body {
+            status: rejection.status(),
+            detail: rejection.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for Rejection {
+    fn from(rejection: PathRejection) -> Self {
+        Rejection::Malformed(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Rejection {
+    fn from(rejection: QueryRejection) -> Self {
+        Rejection::Malformed(rejection.body_text())
+    }
+}
+
+impl From<&Rejection> for Problem {
+    fn from(rejection: &Rejection) -> Self {
+        match rejection {
+            Rejection::Body { status, detail } => Problem::new(*status, detail.clone()),
+            Rejection::Malformed(detail) => Problem::new(StatusCode::BAD_REQUEST, detail.clone()),
+        }
     }
 }
 

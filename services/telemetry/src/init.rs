@@ -4,9 +4,9 @@
 //! task there). It installs:
 //!
 //! - the W3C propagators;
-//! - a tracer provider with the configured sampler and a bounded, counted export path
-//!   ([`crate::export`]); exports run on the SDK's own thread, so a slow or absent Collector never
-//!   blocks a request;
+//! - a tracer provider with the configured sampler and a bounded, counted export path that holds
+//!   and retries what an absent Collector refused ([`crate::export`]); exports run on the SDK's own
+//!   thread, so a slow or absent Collector never blocks a request;
 //! - a meter provider exporting every `OTEL_METRIC_EXPORT_INTERVAL` (SDK default 60 s);
 //! - a logger provider bridging `tracing` events to OTLP logs;
 //! - a `tracing` subscriber with three layers, each with its own filter: stdout logs (`RUST_LOG`),
@@ -32,7 +32,9 @@ use tracing_subscriber::{Layer, Registry};
 
 use crate::attributes::{pizza, semconv};
 use crate::config::{LogFormat, Protocol, SamplerConfig, TelemetryConfig};
-use crate::export::{CountingExporter, CountingProcessor, SpanCounters, SpanStats};
+use crate::export::{
+    CountingExporter, CountingProcessor, RetryPolicy, RetryingExporter, SpanCounters, SpanStats,
+};
 use crate::logs::JsonWithTrace;
 use crate::sampler::LinkAwareSampler;
 use crate::{metrics, propagation};
@@ -90,6 +92,8 @@ impl TelemetryGuard {
     }
 
     fn stop(&mut self) {
+        // A batch held for an absent Collector gets one more attempt, not the whole retry window.
+        self.counters.begin_shutdown();
         if let Some(t) = self.tracer.take() {
             let _ = t.shutdown();
         }
@@ -264,12 +268,21 @@ fn tracer_provider(
         signal: "traces",
         source,
     })?;
-    // The SDK's queue gets slack beyond ours, so the counting processor is the one that drops (and
-    // counts); the SDK's own queue never overflows silently.
+    // The SDK's queue gets a batch of slack beyond ours, so the counting processor is the one that
+    // drops (and counts); the SDK's own queue never overflows silently. While the retrying exporter
+    // holds a batch for an absent Collector, that queue is where new spans wait (see `export`). The
+    // SDK allocates its queue's slots up front, so the slack is one batch, not a second queue.
     let capacity = config.max_queued_spans;
     let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(capacity * 2)
+        .with_max_queue_size(capacity + 512)
+        .with_max_export_batch_size(512)
+        .with_scheduled_delay(config.schedule_delay)
         .build();
+    let policy = RetryPolicy {
+        retry_for: config.export_retry_for,
+        ..RetryPolicy::default()
+    };
+    let exporter = RetryingExporter::new(exporter, policy, counters.clone());
     let processor = BatchSpanProcessor::builder(CountingExporter::new(exporter, counters.clone()))
         .with_batch_config(batch)
         .build();

@@ -7,7 +7,8 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = pizza_telemetry::TelemetryConfig::from_env("kitchen", env!("CARGO_PKG_VERSION"))?;
+//! // A service flattens `TelemetryArgs` into its `clap` settings; a tool may read the environment.
+//! let config = pizza_telemetry::TelemetryArgs::from_env()?.config("kitchen", env!("CARGO_PKG_VERSION"))?;
 //! let guard = pizza_telemetry::init(&config)?;
 //! // ... serve until stopped ...
 //! tokio::task::spawn_blocking(move || guard.shutdown()).await?; // flushes what is buffered
@@ -15,7 +16,8 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: settings from `OTEL_*` and `PIZZA_*` variables; [`Topology`].
+//! - [`config`]: settings from `OTEL_*` and `PIZZA_*` variables ([`TelemetryArgs`], read by `clap`);
+//!   [`Topology`].
 //! - [`init`](mod@init): providers, exporters and the `tracing` subscriber; [`TelemetryGuard`].
 //! - [`propagation`]: W3C context over HTTP headers, Kafka headers and stored carriers; the switch
 //!   that drops context at an edge on purpose.
@@ -39,5 +41,5 @@ pub mod metrics;
 pub mod propagation;
 pub mod sampler;
 
-pub use config::{ConfigError, TelemetryConfig, Topology};
+pub use config::{ConfigError, TelemetryArgs, TelemetryConfig, Topology};
 pub use init::{InitError, TelemetryGuard, init};

@@ -23,12 +23,16 @@ pub const MESSAGING_CLIENT_SENT_MESSAGES: &str = "messaging.client.sent.messages
 pub const MESSAGING_CLIENT_CONSUMED_MESSAGES: &str = "messaging.client.consumed.messages";
 /// Outbox rows not yet published.
 pub const OUTBOX_BACKLOG: &str = "pizza.outbox.backlog";
+/// Outbox rows the relay gave up on after repeated refusals, waiting for an operator.
+pub const OUTBOX_DEAD: &str = "pizza.outbox.dead";
 /// Failed publish attempts of the outbox relay.
 pub const OUTBOX_PUBLISH_FAILURES: &str = "pizza.outbox.publish.failures";
 /// Records behind the high watermark, per partition.
 pub const CONSUMER_LAG: &str = "pizza.consumer.lag";
 /// Messages sent to a dead-letter topic.
 pub const DEAD_LETTERED: &str = "pizza.consumer.dead_lettered";
+/// Dead letters their dead-letter topic would not take, kept in the service's database instead.
+pub const PARKED_DEAD_LETTERS: &str = "pizza.consumer.parked";
 /// Workflow run duration (seconds).
 pub const WORKFLOW_RUN_DURATION: &str = "workflow.run.duration";
 /// Workflow step attempts, by outcome.
@@ -39,6 +43,9 @@ pub const WORKFLOW_QUEUE_LAG: &str = "workflow.queue.lag";
 pub const WORKFLOW_ACTIVE_RUNS: &str = "workflow.active_runs";
 /// Orders by terminal state.
 pub const ORDERS_TERMINAL: &str = "pizza.orders.terminal";
+/// Orders put on hold for an operator: their workflow ended without ending them and the ledger holds
+/// a capture with no refund.
+pub const ORDERS_ON_HOLD: &str = "pizza.orders.on_hold";
 /// The span pipeline: exported, dropped for a full queue, lost in failed exports.
 pub const TELEMETRY_SPANS: &str = "pizza.telemetry.spans";
 

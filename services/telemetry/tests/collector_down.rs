@@ -5,7 +5,7 @@ mod common;
 
 use axum::Router;
 use axum::routing::get;
-use pizza_telemetry::TelemetryConfig;
+use pizza_telemetry::TelemetryArgs;
 use pizza_telemetry::http_server::HttpServerLayer;
 
 const CAPACITY: usize = 64;
@@ -27,10 +27,11 @@ async fn with_the_collector_down_requests_still_succeed_and_dropped_spans_are_co
         ("OTEL_LOGS_EXPORTER", "none".to_owned()),
         ("RUST_LOG", "error".to_owned()),
     ];
-    let config = TelemetryConfig::from_lookup("pizza-collector-down-test", "0.0.0", |k| {
-        vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())
-    })
-    .unwrap();
+    let config =
+        TelemetryArgs::from_lookup(|k| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone()))
+            .unwrap()
+            .config("pizza-collector-down-test", "0.0.0")
+            .unwrap();
     let guard = pizza_telemetry::init(&config).expect("init succeeds without a Collector");
 
     let app = Router::new()

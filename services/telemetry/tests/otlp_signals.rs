@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use pizza_telemetry::TelemetryConfig;
+use pizza_telemetry::TelemetryArgs;
 use pizza_testkit::Stack;
 
 /// Sum of a Collector self-metric over all its label sets (0 before the first sample exists).
@@ -32,10 +32,11 @@ async fn logs_and_metrics_reach_the_collector_over_otlp() {
         ("RUST_LOG", "info".to_owned()),
         ("PIZZA_LOG_FORMAT", "json".to_owned()),
     ];
-    let config = TelemetryConfig::from_lookup("pizza-otlp-signals-test", "0.0.0", |k| {
-        vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())
-    })
-    .unwrap();
+    let config =
+        TelemetryArgs::from_lookup(|k| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone()))
+            .unwrap()
+            .config("pizza-otlp-signals-test", "0.0.0")
+            .unwrap();
     let guard = pizza_telemetry::init(&config).unwrap();
     let logs_before = collector_counter("otelcol_receiver_accepted_log_records").await;
     let points_before = collector_counter("otelcol_receiver_accepted_metric_points").await;

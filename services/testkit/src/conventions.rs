@@ -14,8 +14,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::jaeger::Trace;
 use crate::stack::Stack;
+use pizza_traces::Trace;
 
 /// The attribute ids declared in the project's Weaver registry.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::jaeger::{Event, Span, SpanKind};
+    use pizza_traces::{Event, Span, SpanKind};
 
     fn span(attributes: &[(&str, &str)], event: Option<(&str, &str)>) -> Span {
         Span {

@@ -7,14 +7,17 @@
 //!
 //! # Layout
 //! - [`stack`]: where the stack listens, from the environment with the native defaults.
-//! - [`jaeger`]: a client for Jaeger's query API v3 that reads whole traces back, waiting for them to
-//!   arrive, and exposes spans with their parents, attributes and links.
+//! - Jaeger and the span model are [`pizza_traces`]'s, re-exported here so a test names one crate.
 //! - [`kafka`]: producer and consumer configurations for the test broker, uniquely named topics.
-//! - [`app`]: a service running in-process on port 0 until the test stops it.
+//! - [`app`]: one service running in-process on port 0 until the test stops it (a crate's own
+//!   integration tests).
 //! - [`records`]: reading a topic back to its end (or until N records), decoding event types, and
 //!   polling until a condition holds within a bounded deadline.
+//! - [`collector`]: a private OpenTelemetry Collector a run may stop and start, with its own metrics.
 //! - [`broker`]: a private Kafka broker a test may stop and start without disturbing the others.
-//! - [`shop`]: the three services as real processes (started, killed, restarted) for end-to-end tests.
+//! - [`shop`]: the three services as real processes (started, killed, restarted; on a database,
+//!   topics and optionally a broker of their own): the one launcher of the shop for the tests and the
+//!   load tester.
 //! - [`telemetry`]: `pizza_telemetry::init` once per test process, and flushing before reading
 //!   Jaeger.
 //! - [`conventions`]: checks that exported spans use only registered or semantic-convention
@@ -22,14 +25,16 @@
 
 pub mod app;
 pub mod broker;
+pub mod collector;
 pub mod conventions;
-pub mod jaeger;
 pub mod kafka;
 pub mod records;
 pub mod shop;
 pub mod stack;
 pub mod telemetry;
 
-pub use jaeger::{Event, Jaeger, JaegerError, Link, Span, SpanKind, Trace};
+pub use pizza_traces::{
+    Event, Jaeger, JaegerError, Link, Settle, Span, SpanGraph, SpanKind, SpanSearch, Trace,
+};
 pub use records::{Seen, eventually, read_topic, types_of};
 pub use stack::Stack;

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use pizza_telemetry::{TelemetryConfig, TelemetryGuard};
+use pizza_telemetry::{TelemetryArgs, TelemetryGuard};
 
 use crate::Stack;
 
@@ -32,9 +32,11 @@ pub fn init_once(service: &str) -> &'static TelemetryGuard {
                 ("OTEL_LOGS_EXPORTER", "none".to_owned()),
                 ("RUST_LOG", "warn".to_owned()),
             ];
-            let config = TelemetryConfig::from_lookup(service, "0.0.0", |k| {
+            let config = TelemetryArgs::from_lookup(|k| {
                 vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())
             })
+            .expect("test telemetry config")
+            .config(service, "0.0.0")
             .expect("test telemetry config");
             // Built on a thread of its own: this may be called from inside a test's runtime, where
             // blocking on another runtime is not allowed.

@@ -26,13 +26,17 @@ struct Args {
     /// Executions at once.
     #[arg(long, env = "PIZZA_WORKFLOW_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
+    /// Telemetry: the `OTEL_*` and `PIZZA_*` variables of `pizza_telemetry`.
+    #[command(flatten)]
+    telemetry: pizza_telemetry::TelemetryArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config =
-        pizza_telemetry::TelemetryConfig::from_env("pizza-workflow-worker", env!("CARGO_PKG_VERSION"))?;
+    let config = args
+        .telemetry
+        .config("pizza-workflow-worker", env!("CARGO_PKG_VERSION"))?;
     let telemetry = pizza_telemetry::init(&config)?;
 
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -1,6 +1,9 @@
 //! What the deployment checks share: the repository's files, compose's interpolation, kustomize
-//! rendering, the native stack's binaries, and small parsers for addresses and topic lists.
+//! rendering, typed views of the deployment files ([`model`]), the native stack's binaries, and small
+//! parsers for addresses and topic lists.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of this module
+
+pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -8,6 +11,8 @@ use std::process::Command;
 
 use serde::Deserialize as _;
 use serde_json::Value;
+
+use model::{Compose, Container, Object};
 
 /// The checkout's root.
 pub fn root() -> PathBuf {
@@ -70,9 +75,15 @@ pub fn yaml_docs(text: &str) -> Result<Vec<Value>, String> {
         .collect()
 }
 
-/// deploy/docker-compose.yml as compose reads it (interpolated with an empty environment).
+/// deploy/docker-compose.yml as compose reads it (interpolated with an empty environment), untyped:
+/// what the Compose Specification's schema validates.
 pub fn compose() -> Value {
     yaml(&interpolate(&read("deploy/docker-compose.yml"))).unwrap()
+}
+
+/// deploy/docker-compose.yml as compose reads it, typed.
+pub fn compose_file() -> Compose {
+    serde_yaml_ng::from_str(&interpolate(&read("deploy/docker-compose.yml"))).unwrap()
 }
 
 /// The kustomize binary deploy/local/deploy-tools.sh built (or `PIZZA_KUSTOMIZE_BIN`).
@@ -123,58 +134,56 @@ pub fn kind_objects() -> Vec<Value> {
     objects(&render(&root().join("deploy/k8s/overlays/kind")).unwrap()).unwrap()
 }
 
-pub fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    objs.iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+/// The kind overlay, rendered, as typed objects.
+pub fn kind_typed_objects() -> Vec<Object> {
+    kind_objects()
+        .into_iter()
+        .map(|o| serde_json::from_value(o).unwrap())
+        .collect()
 }
 
-/// A generated ConfigMap or Secret, found by the name before kustomize's hash suffix.
-pub fn generated<'a>(objs: &'a [Value], kind: &str, base: &str) -> Option<&'a Value> {
-    objs.iter().find(|o| {
-        o["kind"] == kind
-            && o["metadata"]["name"]
-                .as_str()
-                .and_then(|n| n.strip_prefix(base))
-                .is_some_and(|suffix| suffix.is_empty() || (suffix.starts_with('-') && suffix.len() == 11))
-    })
+/// The Secrets (name, key) the manifests reference but do not render: they are made at deploy time
+/// (deploy/kind/up.sh), so that no cluster runs with a credential published in this repository. Only
+/// these may be missing from a rendering; any other missing Secret or key is an error.
+pub const DEPLOY_TIME_SECRETS: &[(&str, &str)] = &[("admin-token", "PIZZA_ADMIN_TOKEN")];
+
+/// The value [`container_env`] gives a variable read from a Secret made at deploy time: a stand-in
+/// that names it, as for a field known only in the cluster.
+pub fn deploy_time_value(secret: &str, key: &str) -> String {
+    format!("<Secret {secret}/{key}, made at deploy time>")
 }
 
-/// The first container of a workload (Deployment, StatefulSet, Job).
-pub fn container(workload: &Value) -> &Value {
-    &workload["spec"]["template"]["spec"]["containers"][0]
-}
-
-/// A container's environment, with Secret references resolved from the rendered Secrets.
-pub fn container_env(objs: &[Value], c: &Value) -> BTreeMap<String, String> {
+/// A container's environment, with Secret references resolved from the rendered Secrets (and those
+/// made at deploy time, [`DEPLOY_TIME_SECRETS`], given a stand-in unless a rendering has them).
+pub fn container_env(objs: &[Object], c: &Container) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
-    for e in c["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().unwrap().to_owned();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_owned()
-        } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-            let secret = find(objs, "Secret", r["name"].as_str().unwrap())
-                .unwrap_or_else(|| panic!("{name}: no Secret {}", r["name"]));
-            let b64 = secret["data"][r["key"].as_str().unwrap()]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: Secret {} has no key {}", r["name"], r["key"]));
+    for e in &c.env {
+        let name = e.name.clone();
+        let value = if let Some(v) = &e.value {
+            v.clone()
+        } else if let Some(r) = e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()) {
+            let secret = model::secret(objs, &r.name);
+            if secret.is_none() && DEPLOY_TIME_SECRETS.contains(&(r.name.as_str(), r.key.as_str())) {
+                env.insert(name, deploy_time_value(&r.name, &r.key));
+                continue;
+            }
+            let secret = secret.unwrap_or_else(|| panic!("{name}: no Secret {}", r.name));
+            let b64 = secret
+                .data
+                .get(&r.key)
+                .unwrap_or_else(|| panic!("{name}: Secret {} has no key {}", r.name, r.key));
             use base64::Engine as _;
             String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+        } else if let Some(field) = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
+            let field = &field.field_path;
+            // Known only in the cluster (the pod's name): a stand-in that names it.
+            format!("<{field}>")
         } else {
-            panic!("{name}: only value and secretKeyRef are used")
+            panic!("{name}: only value, secretKeyRef and fieldRef are used")
         };
         env.insert(name, value);
     }
     env
-}
-
-/// A compose service's `environment` (map form) as strings.
-pub fn compose_env(service: &Value) -> BTreeMap<String, String> {
-    service["environment"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), scalar(v)))
-        .collect()
 }
 
 pub fn scalar(v: &Value) -> String {

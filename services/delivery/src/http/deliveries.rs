@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 use pizza_servicekit::Problem;
+use pizza_servicekit::problem::Rejection;
 use pizza_telemetry::attributes::pizza;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -42,8 +43,8 @@ pub struct DeliveryView {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The order id in the path is not a UUID.
-    #[error("bad path: {0}")]
-    Path(String),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// The order has no delivery.
     #[error("order {0} has no delivery")]
     NotFound(Uuid),
@@ -55,20 +56,18 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Path(detail) => Problem::new(StatusCode::BAD_REQUEST, detail.clone()),
+            ApiError::Rejected(rejection) => rejection.into(),
             ApiError::NotFound(_) => Problem::typed(
                 StatusCode::NOT_FOUND,
                 "/problems/unknown-delivery",
                 "Unknown delivery",
                 self.to_string(),
             ),
-            ApiError::Store(error) => {
-                tracing::error!(%error, "delivery database failure");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the delivery database is unavailable; try again",
-                )
-            }
+            ApiError::Store(error) => Problem::unavailable(
+                error,
+                "delivery database failure",
+                "the delivery database is unavailable; try again",
+            ),
         }
         .into_response()
     }
@@ -79,7 +78,7 @@ async fn show(
     State(state): State<AppState>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<DeliveryView>, ApiError> {
-    let Path(order_id) = path.map_err(|r| ApiError::Path(r.body_text()))?;
+    let Path(order_id) = path.map_err(Rejection::from)?;
     tracing::Span::current().set_attribute(pizza::ORDER_ID, order_id.to_string());
     let row = store::find(&state.pool, order_id)
         .await?

@@ -1,4 +1,6 @@
-//! The delivery service's HTTP API: delivery status, health, and the admin API of the fault plan.
+//! The delivery service's HTTP API: delivery status (health and the admin API of the fault plan come
+//! with the host).
+//!
 //! Every answer that is not a success is `application/problem+json`.
 
 mod deliveries;
@@ -12,14 +14,8 @@ pub use pizza_servicekit::http::AppState;
 /// many times over).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// The whole API, with HTTP faults on the business routes and health probes, problem+json
-/// fallbacks and the SERVER span around everything (see `pizza_servicekit::http`).
-pub fn router(state: AppState, admin_token: Option<String>) -> Router {
-    pizza_servicekit::http::service_router(
-        "delivery",
-        deliveries::routes(),
-        state,
-        admin_token,
-        MAX_BODY_BYTES,
-    )
+/// The status routes; the service host puts them behind the HTTP faults with the health probes, and
+/// adds the admin API, problem+json fallbacks and the SERVER span (see `pizza_servicekit::http`).
+pub fn routes() -> Router<AppState> {
+    deliveries::routes()
 }

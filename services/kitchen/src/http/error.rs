@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use pizza_contracts::kitchen::{TicketStatus, problems};
 use pizza_servicekit::Problem;
+use pizza_servicekit::problem::Rejection;
 use uuid::Uuid;
 
 use crate::store::StoreError;
@@ -11,17 +12,9 @@ use crate::store::StoreError;
 /// Everything a kitchen route can answer other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body could not be read (not JSON, wrong shape, wrong content type, too large).
-    #[error("unreadable request body: {detail}")]
-    Body {
-        /// The status the rejection calls for (400, 413, 415, 422).
-        status: StatusCode,
-        /// What was wrong, for the client.
-        detail: String,
-    },
-    /// A path parameter is not what the route expects (an order id that is not a UUID).
-    #[error("bad path: {0}")]
-    Path(String),
+    /// The body or the path could not be read (an order id that is not a UUID).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     /// An item names a pizza that is not on the menu.
     #[error("items[{index}] is not on the menu")]
     UnknownPizza {
@@ -58,8 +51,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match &self {
-            ApiError::Body { status, detail } => Problem::new(*status, detail.clone()),
-            ApiError::Path(detail) => Problem::new(StatusCode::BAD_REQUEST, detail.clone()),
+            ApiError::Rejected(rejection) => rejection.into(),
             ApiError::UnknownPizza { index, pizza } => Problem::typed(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 problems::UNKNOWN_PIZZA,
@@ -67,13 +59,9 @@ impl IntoResponse for ApiError {
                 format!("{pizza:?} is not on the menu"),
             )
             .with_field_error(format!("/items/{index}/pizza"), "not on the menu"),
-            ApiError::InvalidTicket { field, message } => Problem::typed(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                problems::INVALID_TICKET,
-                "Invalid ticket",
-                format!("{field}: {message}"),
-            )
-            .with_field_error(field.clone(), message.clone()),
+            ApiError::InvalidTicket { field, message } => {
+                Problem::invalid(problems::INVALID_TICKET, "Invalid ticket", field, message)
+            }
             ApiError::Conflict(_) => Problem::typed(
                 StatusCode::CONFLICT,
                 problems::TICKET_CONFLICT,
@@ -101,14 +89,11 @@ impl IntoResponse for ApiError {
                 "Ticket closed",
                 format!("the ticket of order {order} is {}", status.as_str()),
             ),
-            ApiError::Store(error) => {
-                // The one variant an operator must look at; the client learns only that it may retry.
-                tracing::error!(%error, "kitchen database failure");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the kitchen's database is unavailable; try again",
-                )
-            }
+            ApiError::Store(error) => Problem::unavailable(
+                error,
+                "kitchen database failure",
+                "the kitchen's database is unavailable; try again",
+            ),
         };
         problem.into_response()
     }

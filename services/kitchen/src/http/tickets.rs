@@ -15,6 +15,7 @@ use pizza_contracts::kitchen::{
     CreateTicket, MAX_PIZZAS_PER_TICKET, MAX_QUANTITY_PER_LINE, Ticket, TicketStatus,
 };
 use pizza_contracts::menu;
+use pizza_servicekit::problem::Rejection;
 use pizza_telemetry::attributes::pizza;
 use pizza_telemetry::propagation;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -66,7 +67,7 @@ pub(crate) fn validate(items: &[OrderItem]) -> Result<(), ApiError> {
 }
 
 fn order_id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
-    let Path(order_id) = path.map_err(|r| ApiError::Path(r.body_text()))?;
+    let Path(order_id) = path.map_err(Rejection::from)?;
     // The SERVER span is the current one here: tag it with the order, like every span of an order.
     tracing::Span::current().set_attribute(pizza::ORDER_ID, order_id.to_string());
     Ok(order_id)
@@ -78,10 +79,7 @@ async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateTicket>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Ticket>), ApiError> {
-    let Json(request) = body.map_err(|r| ApiError::Body {
-        status: r.status(),
-        detail: r.body_text(),
-    })?;
+    let Json(request) = body.map_err(Rejection::from)?;
     tracing::Span::current().set_attribute(pizza::ORDER_ID, request.order_id.to_string());
     validate(&request.items)?;
     let carrier: BTreeMap<String, String> =

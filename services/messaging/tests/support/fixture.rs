@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pizza_contracts::events::OrderPlaced;
+use pizza_contracts::events::{OrderItem, OrderPlaced};
 use pizza_messaging::{
     Consumer, ConsumerConfig, ConsumerStats, Envelope, Handler, HandlerError, Outbox, Relay, RelayConfig,
     RelayStats, Schema, migrate,
@@ -20,6 +20,37 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+/// Logs to the test's captured output (shown when a test fails; `RUST_LOG` filters, default `info`).
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// An `order-placed` of `order` for one `pizza`, `seq` in `total_cents` (so the events of one order
+/// differ).
+pub fn order_placed_with(order: Uuid, seq: u64, pizza: &str) -> Envelope<OrderPlaced> {
+    Envelope::new(
+        "/pizza/order",
+        OrderPlaced {
+            order_id: order,
+            items: vec![OrderItem {
+                pizza: pizza.to_owned(),
+                quantity: 1,
+            }],
+            total_cents: seq,
+        },
+    )
+}
+
+/// [`order_placed_with`] a margherita.
+pub fn order_placed(order: Uuid, seq: u64) -> Envelope<OrderPlaced> {
+    order_placed_with(order, seq, "margherita")
+}
 
 /// See the module docs.
 pub struct Fixture {

@@ -12,7 +12,10 @@
 // empty form and reads the problem the API answers, fills the form, places the order, waits until
 // the timeline shows the order delivered and completed, checks the "View trace in Jaeger" link
 // names the order's trace, and follows it to Jaeger's UI until the trace shows there. Then, as a
-// workshop host, it sets and clears the kitchen's fault plan through the panel. Along the way it
+// workshop host, it sets and clears the kitchen's fault plan through the panel. Last, it places a second
+// order while the kitchen's events are held back (so the order waits for the kitchen) and cancels it
+// with the Cancel button: the cancel carries the token the order was placed with, and the timeline
+// ends cancelled. Along the way it
 // checks that the UI's page fetched nothing from anywhere but the service, put no customer detail
 // in a URL or the console, and threw no error.
 //
@@ -295,6 +298,62 @@ try {
     }
     await expectValue(page.getByLabel("Oven"), "0");
     log("faults panel: wrong token refused (401), kitchen plan set with a 64-bit seed, cleared");
+  }
+
+  // ---- cancelling an order of its own, while the kitchen's events are held back ----
+  if (adminToken) {
+    const kitchenFaults = (method, plan) =>
+      fetch(`${base}/admin/services/kitchen/faults`, {
+        method,
+        headers: { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" },
+        body: plan ? JSON.stringify(plan) : undefined,
+      }).then((r) => {
+        if (!r.ok) throw new Error(`${method} the kitchen's faults: ${r.status}`);
+      });
+    // Every kitchen event fails to publish: the order waits for `order-ready`, so the cancel lands
+    // before any driver could have it, whatever the machine's speed.
+    await kitchenFaults("PUT", { kafka_publish_failure_rate: 1.0 });
+    try {
+      await page.getByTestId(`add-${first}`).click();
+      const [again] = await Promise.all([
+        page.waitForResponse((r) => r.url() === `${base}/orders` && r.request().method() === "POST"),
+        page.getByTestId("place-order").click(),
+      ]);
+      const againBody = await again.json();
+      if (again.status() !== 202 || !/^[A-Za-z0-9_-]{43}$/.test(againBody.cancel_token || "")) {
+        throw new Error(`the second order answered ${again.status()} without a cancel token: ${JSON.stringify(againBody)}`);
+      }
+      await page.waitForFunction((id) => document.getElementById("order-id").textContent === id, againBody.order_id);
+      const cancelButton = page.getByTestId("cancel-order");
+      await page.waitForFunction(() => !document.getElementById("cancel-order").disabled);
+      const [cancelled] = await Promise.all([
+        page.waitForResponse((r) => r.url().endsWith(`/orders/${againBody.order_id}/cancel`)),
+        cancelButton.click(),
+      ]);
+      const sentToken = cancelled.request().postDataJSON().cancel_token;
+      if (sentToken !== againBody.cancel_token) throw new Error("the cancel did not carry the order's cancel token");
+      if (cancelled.url().includes(sentToken)) throw new Error("the cancel token went into a URL");
+      if (cancelled.status() !== 202) throw new Error(`the cancel answered ${cancelled.status()}: ${await cancelled.text()}`);
+      // The status comes with the stream's entry, the reason with the order read at its end.
+      await page
+        .waitForFunction(
+          () =>
+            document.getElementById("order-status").dataset.status === "cancelled" &&
+            document.getElementById("order-reason").textContent !== "",
+          null,
+          { timeout: ORDER_LIMIT_MS },
+        )
+        .catch(async (err) => {
+          const shown = await page.locator("#order-section").innerText().catch(() => "?");
+          throw new Error(`the second order did not end cancelled with a reason (${err.message}); the page shows:\n${shown}`);
+        });
+      const reason = await page.locator("#order-reason").innerText();
+      if (!reason.includes("customer-cancelled")) throw new Error(`the cancelled order shows the reason ${JSON.stringify(reason)}`);
+      if (!(await cancelButton.isDisabled())) throw new Error("the Cancel button is still enabled on a cancelled order");
+      log(`cancelled order ${againBody.order_id} with its token: ${reason}`);
+    } finally {
+      await kitchenFaults("DELETE");
+    }
   }
 
   // ---- privacy: no customer detail in a URL or on the console ----

@@ -1,21 +1,27 @@
 //! The whole shop as real processes: `pizza-kitchen`, `pizza-delivery` and `pizza-order` started
-//! from their binaries, each on a free port, on the test's own database and Kafka topics, exporting
-//! telemetry to the real Collector.
+//! from their binaries, each on a free port, on a database and Kafka topics of the shop's own,
+//! exporting telemetry to the real Collector.
 //!
-//! In-process services (see [`crate::app`]) share one tracer provider, one propagator and one set of
-//! dropped edges: they cannot show what a trace looks like when three processes with three SDKs hand
-//! it to each other, and they cannot be killed. This harness can do both. A test gets:
+//! This is the one way a program starts the shop: the end-to-end tests, the order service's
+//! browser and fuzz tests, and the load tester's managed platform all use it (people start theirs
+//! with `deploy/local/services.sh`, see `docs/decisions.md`). Real processes because in-process
+//! services share one tracer provider, one propagator and one set of dropped edges: they cannot show
+//! what a trace looks like when three processes with three SDKs hand it to each other, and they
+//! cannot be killed. A shop gets:
 //!
-//! - [`Shop::open`]: creates the topics (and their `.dlq`), starts kitchen, delivery and order in that
-//!   order (each one's peers listen before it starts) and waits until each answers `GET /readyz`;
+//! - [`Shop::open`]: creates the topics (and their `.dlq`), a fresh database or a private broker if
+//!   asked, starts kitchen, delivery and order in that order (each one's peers listen before it
+//!   starts) and waits until each answers `GET /readyz`;
 //! - [`Shop::url`]: where a service listens; [`Shop::set_faults`] changes its fault plan at run
 //!   time ([`Options::faults`] sets the one it starts with);
 //! - [`Shop::kill_hard`]: `SIGKILL`, no clean-up, no telemetry flush: a crash;
 //! - [`Shop::start`]: starts a stopped or killed service again, with the same environment and port;
+//! - [`Shop::stop_broker`] and [`Shop::start_broker`]: a Kafka outage, on a private broker;
 //! - [`Shop::terminate`] (one service), [`Shop::stop_all`] and [`Shop::stop`]: `SIGTERM` and a
-//!   bounded wait (then `SIGKILL`, and an error): a graceful stop that flushes telemetry;
-//! - [`Shop::log`]: what a process wrote on stdout and stderr (JSON log lines), kept in a directory
-//!   printed on failure.
+//!   bounded wait (then `SIGKILL`, and an error): a graceful stop that flushes telemetry, after which
+//!   [`Shop::span_stats`] reads each service's span counters;
+//! - [`Shop::log`]: what a process wrote on stdout and stderr, kept in a directory printed on
+//!   failure.
 //!
 //! Dropping a shop kills whatever still runs, so a failing test leaves no process behind.
 //!
@@ -35,17 +41,27 @@
 //! ```
 //!
 //! # Which binaries
-//! The binaries next to the running test (`target/<profile>/`), built by `cargo build -p
-//! pizza-kitchen -p pizza-delivery -p pizza-order` in the test's profile on first use in the process,
-//! so a test never runs a stale kitchen after `cargo test -p pizza-order` rebuilt only the order
-//! service. The build is a no-op when they are fresh (what `cargo test --workspace` leaves behind).
+//! The binaries next to the running program (`target/<profile>/`), built by `cargo build -p
+//! pizza-kitchen -p pizza-delivery -p pizza-order` in its profile on first use in the process, so a
+//! test never runs a stale kitchen after `cargo test -p pizza-order` rebuilt only the order service.
+//! The build is a no-op when they are fresh (what `cargo test --workspace` leaves behind).
 //! `PIZZA_SHOP_BIN_DIR` names another directory instead (for example release binaries for a load
 //! test); then nothing is built, and a missing binary is an error naming the command to run.
 //!
 //! # Environment
 //! Each process gets only what this harness sets (plus `PATH` and `HOME`), so a variable of the test
 //! runner's (`OTEL_SDK_DISABLED`, `RUST_LOG`, ...) cannot change what is tested. The settings are the
-//! variables of the services' `Config` and of `pizza_telemetry::TelemetryConfig`; see [`Options`].
+//! variables of the services' `Config` (telemetry's, `pizza_telemetry::TelemetryArgs`, among them);
+//! see [`Options`]. Each
+//! service writes its span counters to `<log dir>/<service>.spans.json` when it stops gracefully
+//! (`PIZZA_SPAN_STATS_FILE`).
+//!
+//! # Layout
+//! - [`options`]: [`Options`], [`Service`], [`Topics`], [`database_url_of`].
+//! - `binaries`: finding and building the service binaries.
+
+mod binaries;
+pub mod options;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -53,193 +69,23 @@ use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use pizza_telemetry::Topology;
 use sqlx::PgPool;
 
-use crate::{Stack, kafka};
+pub use options::{Options, Service, Topics, database_url_of};
+
+use crate::broker::PrivateBroker;
+use crate::kafka;
 
 /// The admin token of every service of a shop (`Authorization: Bearer ...` on `/admin/faults`).
 pub const ADMIN_TOKEN: &str = "shop-e2e-token";
 
 /// How long a process may take to answer `/readyz` after it started.
-const READY_LIMIT: Duration = Duration::from_secs(60);
+const READY_LIMIT: Duration = Duration::from_secs(90);
 /// How long a process may take to exit after `SIGTERM` before it is killed.
-const STOP_LIMIT: Duration = Duration::from_secs(20);
-/// How long building the binaries may take (a clean build of three binaries on two cores).
-const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
-
-/// One of the three services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Service {
-    /// `pizza-kitchen`: tickets and ovens.
-    Kitchen,
-    /// `pizza-delivery`: deliveries and drivers.
-    Delivery,
-    /// `pizza-order`: the API, the workflow, the consumers.
-    Order,
-}
-
-impl Service {
-    /// In start order: each one's peers first.
-    pub const ALL: [Service; 3] = [Service::Kitchen, Service::Delivery, Service::Order];
-
-    /// The name (`kitchen`), which is also its `service.name` in traces.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Kitchen => "kitchen",
-            Service::Delivery => "delivery",
-            Service::Order => "order",
-        }
-    }
-
-    /// The binary's file name.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Service::Kitchen => "pizza-kitchen",
-            Service::Delivery => "pizza-delivery",
-            Service::Order => "pizza-order",
-        }
-    }
-
-    /// The variable its listen address is read from.
-    fn addr_var(self) -> &'static str {
-        match self {
-            Service::Kitchen => "PIZZA_KITCHEN_ADDR",
-            Service::Delivery => "PIZZA_DELIVERY_ADDR",
-            Service::Order => "PIZZA_ORDER_ADDR",
-        }
-    }
-}
-
-impl std::fmt::Display for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How to run the shop. [`Options::new`] gives test settings: time scaled down to 5%, waits on the
-/// kitchen and the driver stretched far beyond a scaled cook or drive (so a slow machine delays an
-/// order but never times it out), a 3 s workflow lease (a killed order service's runs are taken over
-/// quickly), spans exported every 200 ms and metrics every second.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The database all three use, each in its own schemas (see [`database_url_of`]).
-    pub database_url: String,
-    /// Kafka bootstrap servers.
-    pub kafka_bootstrap: String,
-    /// The topics, named uniquely by [`Options::new`] and created by [`Shop::open`]; known before
-    /// the shop starts, so a fault plan can name one (`"drop_trace_context": ["kafka:<topic>"]`).
-    pub topics: Topics,
-    /// `PIZZA_TRACE_TOPOLOGY`.
-    pub topology: Topology,
-    /// `PIZZA_TIME_SCALE`.
-    pub time_scale: f64,
-    /// `PIZZA_WORKFLOW_LEASE_SECONDS` of the order service.
-    pub lease_seconds: f64,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub otlp_endpoint: String,
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
-    pub otlp_protocol: String,
-    /// `PIZZA_FAULTS` per service: the fault plan each starts with (JSON, see
-    /// `pizza_servicekit::FaultPlan`).
-    pub faults: BTreeMap<Service, serde_json::Value>,
-    /// More variables per service; they override the harness's own.
-    pub env: BTreeMap<Service, Vec<(String, String)>>,
-}
-
-impl Options {
-    /// Test settings (see the type's docs) on `database_url`, with the stack's Kafka and Collector.
-    pub fn new(database_url: impl Into<String>) -> Self {
-        let stack = Stack::from_env();
-        Self {
-            database_url: database_url.into(),
-            kafka_bootstrap: stack.kafka_bootstrap,
-            topics: Topics::unique(),
-            topology: Topology::Continuous,
-            time_scale: 0.05,
-            lease_seconds: 3.0,
-            otlp_endpoint: stack.otlp_grpc_endpoint,
-            otlp_protocol: "grpc".to_owned(),
-            faults: BTreeMap::new(),
-            env: BTreeMap::new(),
-        }
-    }
-
-    /// With this trace topology.
-    pub fn topology(mut self, topology: Topology) -> Self {
-        self.topology = topology;
-        self
-    }
-
-    /// With `service` starting under this fault plan.
-    pub fn faults(mut self, service: Service, plan: serde_json::Value) -> Self {
-        self.faults.insert(service, plan);
-        self
-    }
-
-    /// With one more variable for `service`.
-    pub fn env(mut self, service: Service, name: &str, value: impl Into<String>) -> Self {
-        self.env
-            .entry(service)
-            .or_default()
-            .push((name.to_owned(), value.into()));
-        self
-    }
-}
-
-/// The URL of the database behind `pool` (for example the fresh one of a `#[sqlx::test]`): the
-/// stack's `DATABASE_URL` with its database name replaced.
-pub fn database_url_of(pool: &PgPool) -> anyhow::Result<String> {
-    let base = Stack::from_env().database_url;
-    let name = pool
-        .connect_options()
-        .get_database()
-        .context("the pool names no database")?
-        .to_owned();
-    let (server, _) = base
-        .rsplit_once('/')
-        .context("DATABASE_URL has no database path")?;
-    Ok(format!("{server}/{name}"))
-}
-
-/// The Kafka topics of one shop, each created with its dead-letter topic.
-#[derive(Debug, Clone)]
-pub struct Topics {
-    /// The kitchen publishes here (`PIZZA_KITCHEN_EVENTS_TOPIC`).
-    pub kitchen_events: String,
-    /// The order service's own events (`PIZZA_ORDERS_EVENTS_TOPIC`).
-    pub orders_events: String,
-    /// Delivery commands (`PIZZA_DELIVERY_REQUESTS_TOPIC`).
-    pub delivery_requests: String,
-    /// The delivery service publishes here (`PIZZA_DELIVERY_EVENTS_TOPIC`).
-    pub delivery_events: String,
-}
-
-impl Topics {
-    /// Four names no other test uses (`kitchen.events.<uuid>`, ...).
-    pub fn unique() -> Self {
-        Self {
-            kitchen_events: kafka::unique_topic("kitchen.events"),
-            orders_events: kafka::unique_topic("orders.events"),
-            delivery_requests: kafka::unique_topic("delivery.requests"),
-            delivery_events: kafka::unique_topic("delivery.events"),
-        }
-    }
-
-    /// The four topics.
-    pub fn all(&self) -> [&str; 4] {
-        [
-            &self.kitchen_events,
-            &self.orders_events,
-            &self.delivery_requests,
-            &self.delivery_events,
-        ]
-    }
-}
+const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// One service process: what it needs to be started (again), and the child while it runs.
 #[derive(Debug)]
@@ -248,8 +94,16 @@ struct Process {
     env: Vec<(String, String)>,
     port: u16,
     log: PathBuf,
+    span_stats: PathBuf,
     child: Option<Child>,
     starts: u32,
+}
+
+/// A database the shop created ([`Options::fresh_database`]) and drops when it stops.
+#[derive(Debug)]
+struct FreshDatabase {
+    server_url: String,
+    name: String,
 }
 
 /// Three service processes; see the module docs.
@@ -257,48 +111,80 @@ struct Process {
 pub struct Shop {
     /// The topics of this shop.
     pub topics: Topics,
+    database_url: String,
+    fresh_database: Option<FreshDatabase>,
+    kafka_bootstrap: String,
+    broker: Option<PrivateBroker>,
     log_dir: PathBuf,
+    own_log_dir: bool,
     processes: BTreeMap<Service, Process>,
     http: reqwest::Client,
     stopped_cleanly: bool,
 }
 
 impl Shop {
-    /// Creates the topics, starts kitchen, delivery and order, and waits until each is ready.
+    /// Creates what the options ask for (database, broker, topics), starts kitchen, delivery and
+    /// order, and waits until each is ready.
     pub async fn open(options: Options) -> anyhow::Result<Self> {
-        let bin_dir = tokio::task::spawn_blocking(binaries)
+        let bin_dir = tokio::task::spawn_blocking(binaries::binaries)
             .await?
             .map_err(anyhow::Error::msg)?;
-        let topics = options.topics.clone();
-        let mut all: Vec<String> = Vec::new();
-        for topic in topics.all() {
-            all.push(topic.to_owned());
-            all.push(format!("{topic}.dlq"));
-        }
-        let specs: Vec<(&str, i32)> = all.iter().map(|t| (t.as_str(), 1)).collect();
-        kafka::create_topics(&options.kafka_bootstrap, &specs).await?;
-
-        let log_dir = std::env::temp_dir()
-            .join("pizza-shop")
-            .join(uuid::Uuid::new_v4().simple().to_string());
+        let (log_dir, own_log_dir) = match &options.log_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (
+                std::env::temp_dir()
+                    .join("pizza-shop")
+                    .join(uuid::Uuid::new_v4().simple().to_string()),
+                true,
+            ),
+        };
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         // Test output is shown only when a test fails: that is when this line is read.
         eprintln!("shop: service logs in {}", log_dir.display());
+
+        let fresh_database = if options.fresh_database {
+            Some(FreshDatabase::create(&options.database_url).await?)
+        } else {
+            None
+        };
+        let database_url = match &fresh_database {
+            Some(db) => options::with_database(&db.server_url, &db.name)?,
+            None => options.database_url.clone(),
+        };
+        let broker = if options.private_broker {
+            Some(PrivateBroker::start().await?)
+        } else {
+            None
+        };
+        let kafka_bootstrap = broker
+            .as_ref()
+            .map_or_else(|| options.kafka_bootstrap.clone(), PrivateBroker::bootstrap);
+        let topics = options.topics.clone();
+        let mut all: Vec<(String, i32)> = Vec::new();
+        for topic in topics.all() {
+            all.push((topic.to_owned(), options.partitions));
+            all.push((format!("{topic}.dlq"), 1));
+        }
+        let specs: Vec<(&str, i32)> = all.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        kafka::create_topics(&kafka_bootstrap, &specs).await?;
 
         let ports: BTreeMap<Service, u16> = Service::ALL
             .iter()
             .map(|s| Ok((*s, free_port()?)))
             .collect::<std::io::Result<_>>()?;
         let url = |s: Service| format!("http://127.0.0.1:{}", ports[&s]);
-        let stack = Stack::from_env();
         let group = uuid::Uuid::new_v4().simple().to_string();
         let mut processes = BTreeMap::new();
         for service in Service::ALL {
+            let span_stats = log_dir.join(format!("{service}.spans.json"));
             let mut env: Vec<(String, String)> = vec![
-                ("DATABASE_URL".into(), options.database_url.clone()),
-                ("PIZZA_KAFKA_BOOTSTRAP".into(), options.kafka_bootstrap.clone()),
+                ("DATABASE_URL".into(), database_url.clone()),
+                ("PIZZA_KAFKA_BOOTSTRAP".into(), kafka_bootstrap.clone()),
                 ("PIZZA_TIME_SCALE".into(), options.time_scale.to_string()),
                 ("PIZZA_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+                // One replica per service, restarted under the same name: a killed one resumes at
+                // once (its groups are the shop's own, so the name meets no other shop's).
+                ("PIZZA_INSTANCE_ID".into(), format!("{service}-0")),
                 (
                     service.addr_var().into(),
                     format!("127.0.0.1:{}", ports[&service]),
@@ -321,6 +207,7 @@ impl Shop {
                     "OTEL_EXPORTER_OTLP_PROTOCOL".into(),
                     options.otlp_protocol.clone(),
                 ),
+                ("OTEL_SDK_DISABLED".into(), options.sdk_disabled.to_string()),
                 ("PIZZA_TRACE_TOPOLOGY".into(), options.topology.as_str().into()),
                 // Spans, logs and metrics leave the process quickly, so Jaeger has them soon after
                 // the order ends (SDK defaults: 5 s, 1 s, 60 s).
@@ -328,6 +215,7 @@ impl Shop {
                 ("OTEL_BLRP_SCHEDULE_DELAY".into(), "200".into()),
                 ("OTEL_METRIC_EXPORT_INTERVAL".into(), "1000".into()),
                 ("PIZZA_LOG_FORMAT".into(), "json".into()),
+                ("PIZZA_SPAN_STATS_FILE".into(), span_stats.display().to_string()),
                 ("RUST_LOG".into(), "info".into()),
                 ("RUST_BACKTRACE".into(), "1".into()),
             ];
@@ -351,7 +239,7 @@ impl Shop {
                     ("PIZZA_ORDER_GROUP", format!("order-shop-{group}")),
                     ("PIZZA_KITCHEN_URL", url(Service::Kitchen)),
                     ("PIZZA_DELIVERY_URL", url(Service::Delivery)),
-                    ("PIZZA_JAEGER_UI_URL", stack.jaeger_url.clone()),
+                    ("PIZZA_JAEGER_UI_URL", options.jaeger_url.clone()),
                     ("PIZZA_WORKFLOW_CONCURRENCY", "4".into()),
                     ("PIZZA_WORKFLOW_LEASE_SECONDS", options.lease_seconds.to_string()),
                     // 600 s x 0.05 = 30 s: far beyond a scaled cook or drive.
@@ -367,14 +255,14 @@ impl Shop {
                 env.retain(|(k, _)| k != name);
                 env.push((name.clone(), value.clone()));
             }
-            let binary = bin_dir.join(service.binary());
             processes.insert(
                 service,
                 Process {
-                    binary,
+                    binary: bin_dir.join(service.binary()),
                     env,
                     port: ports[&service],
                     log: log_dir.join(format!("{service}.log")),
+                    span_stats,
                     child: None,
                     starts: 0,
                 },
@@ -382,7 +270,12 @@ impl Shop {
         }
         let mut shop = Self {
             topics,
+            database_url,
+            fresh_database,
+            kafka_bootstrap,
+            broker,
             log_dir,
+            own_log_dir,
             processes,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -398,6 +291,16 @@ impl Shop {
     /// `http://127.0.0.1:<port>` of `service` (the same across restarts).
     pub fn url(&self, service: Service) -> String {
         format!("http://127.0.0.1:{}", self.processes[&service].port)
+    }
+
+    /// The database the services use.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The Kafka bootstrap servers the services use (the private broker's, if there is one).
+    pub fn kafka_bootstrap(&self) -> &str {
+        &self.kafka_bootstrap
     }
 
     /// The process id of `service`, if it runs.
@@ -424,6 +327,18 @@ impl Shop {
     pub fn log(&self, service: Service) -> anyhow::Result<String> {
         let path = self.log_path(service);
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// The span counters each service wrote when it last stopped gracefully (`ended`, `exported`,
+    /// `queue_full`, `export_failed`); a service killed or never stopped has none.
+    pub fn span_stats(&self) -> BTreeMap<Service, serde_json::Value> {
+        self.processes
+            .iter()
+            .filter_map(|(service, process)| {
+                let text = std::fs::read_to_string(&process.span_stats).ok()?;
+                Some((*service, serde_json::from_str(&text).ok()?))
+            })
+            .collect()
     }
 
     /// Replaces the fault plan of `service` through its admin API (`PUT /admin/faults`); `{}`
@@ -528,8 +443,9 @@ impl Shop {
         Ok(tokio::task::spawn_blocking(move || child.wait()).await??)
     }
 
-    /// Stops `service` with `SIGTERM` (it finishes in-flight work and flushes its telemetry) and
-    /// waits for it to exit, at most 20 s; past that it is killed and this is an error.
+    /// Stops `service` with `SIGTERM` (it finishes in-flight work, flushes its telemetry and writes
+    /// its span counters) and waits for it to exit, at most 30 s; past that it is killed and this is
+    /// an error.
     pub async fn terminate(&mut self, service: Service) -> anyhow::Result<ExitStatus> {
         let process = self.processes.get_mut(&service).context("unknown service")?;
         let mut child = process
@@ -558,10 +474,29 @@ impl Shop {
         }
     }
 
+    /// Stops the private broker (SIGTERM, keeping its data): a Kafka outage for this shop alone.
+    pub async fn stop_broker(&mut self) -> anyhow::Result<()> {
+        self.private_broker()?.stop().await?;
+        Ok(())
+    }
+
+    /// Starts the private broker again after [`Self::stop_broker`], on the same port and data.
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        self.private_broker()?.up().await?;
+        Ok(())
+    }
+
+    fn private_broker(&mut self) -> anyhow::Result<&mut PrivateBroker> {
+        self.broker
+            .as_mut()
+            .context("this shop uses the shared broker; open it with `private_broker` set")
+    }
+
     /// Stops every running service gracefully (order, delivery, kitchen), failing if one does not
-    /// exit in time or exits with an error. The shop stays, so its logs can still be read; the logs
-    /// are removed when it is dropped (unless `PIZZA_SHOP_KEEP_LOGS` is set), and kept, their place
-    /// printed, when a test fails before this succeeded.
+    /// exit in time or exits with an error. The shop stays, so its logs and span counters can still
+    /// be read; a log directory of the shop's own is removed when it is dropped (unless
+    /// `PIZZA_SHOP_KEEP_LOGS` is set), and kept, its place printed, when a test fails before this
+    /// succeeded.
     pub async fn stop_all(&mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         for service in Service::ALL.into_iter().rev() {
@@ -584,9 +519,17 @@ impl Shop {
         Ok(())
     }
 
-    /// [`Self::stop_all`], then drops the shop.
+    /// [`Self::stop_all`], then stops the private broker and drops the shop's own database, if it
+    /// has them.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop_all().await
+        self.stop_all().await?;
+        if let Some(mut broker) = self.broker.take() {
+            broker.stop().await?;
+        }
+        if let Some(database) = self.fresh_database.take() {
+            database.drop_it().await?;
+        }
+        Ok(())
     }
 }
 
@@ -599,12 +542,46 @@ impl Drop for Shop {
                 let _ = child.wait();
             }
         }
+        if !self.own_log_dir {
+            return;
+        }
         let keep = std::env::var_os("PIZZA_SHOP_KEEP_LOGS").is_some();
         if self.stopped_cleanly && !keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.log_dir);
         } else {
             eprintln!("shop: the services' logs are in {}", self.log_dir.display());
         }
+    }
+}
+
+impl FreshDatabase {
+    /// Creates `pizza_shop_<id>` on the server of `url`.
+    async fn create(url: &str) -> anyhow::Result<Self> {
+        let name = format!("pizza_shop_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let admin = PgPool::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        Ok(Self {
+            server_url: url.to_owned(),
+            name,
+        })
+    }
+
+    /// Drops it, whoever is still connected.
+    async fn drop_it(self) -> anyhow::Result<()> {
+        let admin = PgPool::connect(&self.server_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {} with (force)",
+            self.name
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        Ok(())
     }
 }
 
@@ -618,130 +595,4 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The directory holding the three binaries, built once per test process (see the module docs).
-fn binaries() -> Result<PathBuf, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("PIZZA_SHOP_BIN_DIR").map(PathBuf::from) {
-            return check(
-                &dir,
-                "PIZZA_SHOP_BIN_DIR names a directory without it; build it there",
-            );
-        }
-        let exe = std::env::current_exe().map_err(|e| format!("the test's own path: {e}"))?;
-        // target/<profile>/deps/<test binary>, or target/<profile>/<binary> for a binary.
-        let mut dir = exe
-            .parent()
-            .ok_or("the test binary has no directory")?
-            .to_path_buf();
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            dir.pop();
-        }
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or("no profile directory above the test binary")?
-            .to_owned();
-        let target = dir.parent().ok_or("no target directory")?.to_path_buf();
-        let mut args = vec![
-            "build",
-            "--locked",
-            "-p",
-            "pizza-kitchen",
-            "-p",
-            "pizza-delivery",
-            "-p",
-            "pizza-order",
-            "--bins",
-        ];
-        match profile.as_str() {
-            "debug" => {}
-            "release" => args.push("--release"),
-            other => args.extend(["--profile", other]),
-        }
-        let shown = format!("cargo {} (CARGO_TARGET_DIR={})", args.join(" "), target.display());
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut child = Command::new(cargo)
-            .args(&args)
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(Stack::repo_root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {shown}: {e}"))?;
-        let stderr = child.stderr.take();
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut s) = stderr {
-                let _ = std::io::Read::read_to_string(&mut s, &mut text);
-            }
-            text
-        });
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() < BUILD_LIMIT => std::thread::sleep(Duration::from_millis(200)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("{shown} did not finish within {BUILD_LIMIT:?}"));
-                }
-                Err(e) => return Err(format!("waiting for {shown}: {e}")),
-            }
-        };
-        let output = reader.join().unwrap_or_default();
-        if !status.success() {
-            return Err(format!("{shown} failed ({status}):\n{output}"));
-        }
-        eprintln!("shop: {shown} took {:?}", started.elapsed());
-        check(&dir, &format!("run {shown}"))
-    })
-    .clone()
-}
-
-/// `dir` if it holds the three binaries, else an error saying which is missing and what to do.
-fn check(dir: &Path, hint: &str) -> Result<PathBuf, String> {
-    for service in Service::ALL {
-        let path = dir.join(service.binary());
-        if !path.is_file() {
-            return Err(format!("{} is missing: {hint}", path.display()));
-        }
-    }
-    Ok(dir.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_add_faults_and_variables_per_service() {
-        let options = Options::new("postgres://x/db")
-            .topology(Topology::Linked)
-            .faults(Service::Kitchen, serde_json::json!({"http_error_rate": 1.0}))
-            .env(Service::Order, "PIZZA_WORKFLOW_CONCURRENCY", "1");
-        assert_eq!(options.topology, Topology::Linked);
-        assert_eq!(options.faults[&Service::Kitchen]["http_error_rate"], 1.0);
-        assert_eq!(
-            options.env[&Service::Order],
-            [("PIZZA_WORKFLOW_CONCURRENCY".to_owned(), "1".to_owned())]
-        );
-        assert_eq!(
-            Service::ALL.map(Service::binary),
-            ["pizza-kitchen", "pizza-delivery", "pizza-order"]
-        );
-    }
-
-    #[test]
-    fn a_directory_without_the_binaries_is_refused_with_the_file_named() {
-        let err = check(Path::new("/nonexistent"), "build them").unwrap_err();
-        assert!(
-            err.contains("/nonexistent/pizza-kitchen is missing: build them"),
-            "{err}"
-        );
-    }
 }

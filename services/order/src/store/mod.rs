@@ -2,19 +2,21 @@
 //! timeline and moves the status forward only: events from two topics can arrive in either order
 //! (`order-on-its-way` before `order-ready` when the kitchen's relay is slow), and a terminal status
 //! is never left, so an order ends in exactly one.
+//!
+//! # Layout
+//! - this module: the order's row, its timeline, the payment ledger; the status rules.
+//! - [`placing`]: the one transaction that accepts an order (row, workflow run, `order-placed`).
+
+pub mod placing;
 
 use std::fmt;
 
 use pizza_contracts::events::OrderItem;
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// The schema the order service owns (its tables, its migration history, its outbox and inbox).
-pub const SCHEMA: &str = "orders";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,26 +27,6 @@ pub enum StoreError {
     /// A row holds a status this build does not know (a newer replica wrote it).
     #[error("order {0} has an unknown status {1:?}")]
     UnknownStatus(Uuid, String),
-    /// A migration failed.
-    #[error(transparent)]
-    Migrate(#[from] pizza_servicekit::store::MigrateError),
-    /// The workflow engine's migrations failed.
-    #[error("workflow engine migrations: {0}")]
-    Workflow(#[from] pizza_workflow::Error),
-}
-
-/// Creates the schema `orders` with its tables, the outbox and inbox in it, and the workflow engine's
-/// schema.
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let migrator: Migrator = sqlx::migrate!("./migrations");
-    pizza_servicekit::store::migrate(pool, migrator, SCHEMA).await?;
-    pizza_workflow::migrate(pool).await?;
-    Ok(())
-}
-
-/// [`SCHEMA`] as the messaging crate names it.
-pub fn messaging_schema() -> pizza_messaging::Schema {
-    pizza_messaging::Schema::new(SCHEMA).expect("`orders` is a valid schema name")
 }
 
 /// Where an order stands.
@@ -73,11 +55,15 @@ pub enum Status {
     Cancelled,
     /// The order cannot be made as it stands (terminal).
     Rejected,
+    /// Its workflow ended without ending it while the ledger holds a capture and no refund: nothing
+    /// automatic moves it any more, an operator settles it (see [`crate::reconcile`]). Not terminal:
+    /// the order is not done, and whoever waits for it should see that.
+    OnHold,
 }
 
 impl Status {
     /// Every status, in the order an order moves through them.
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Accepted,
         Status::Paid,
         Status::InPreparation,
@@ -88,6 +74,7 @@ impl Status {
         Status::Completed,
         Status::Cancelled,
         Status::Rejected,
+        Status::OnHold,
     ];
 
     /// The spelling on the wire and in the database.
@@ -105,7 +92,13 @@ impl Status {
         matches!(self, Status::Completed | Status::Cancelled | Status::Rejected)
     }
 
-    /// Progress along the happy path; terminal statuses rank above everything.
+    /// Whether no automatic change moves the order any more: a terminal status, or on hold (only an
+    /// operator moves it).
+    pub fn is_final(self) -> bool {
+        self.is_terminal() || self == Status::OnHold
+    }
+
+    /// Progress along the happy path; terminal statuses and on hold rank above everything.
     fn rank(self) -> u8 {
         match self {
             Status::Accepted => 0,
@@ -115,7 +108,7 @@ impl Status {
             Status::OutForDelivery => 4,
             Status::OnItsWay => 5,
             Status::Delivered => 6,
-            Status::Completed | Status::Cancelled | Status::Rejected => 7,
+            Status::Completed | Status::Cancelled | Status::Rejected | Status::OnHold => 7,
         }
     }
 
@@ -126,9 +119,9 @@ impl Status {
     }
 
     /// The status after `self` when `next` is reported: forward only, and never out of a terminal
-    /// status.
+    /// status or on hold.
     pub fn advance(self, next: Status) -> Status {
-        if self.is_terminal() || next.rank() < self.rank() {
+        if self.is_final() || next.rank() < self.rank() {
             self
         } else {
             next
@@ -238,12 +231,29 @@ pub struct TimelineEntry {
 const ORDER_COLUMNS: &str =
     "order_id, status, reason, items, total_cents, run_id, trace_id, created_at, updated_at";
 
-/// Inserts an accepted order with its first timeline entry, unless the idempotency key was used
-/// before: then nothing is written and the existing order's id is returned as `Err`.
-pub async fn insert(conn: &mut PgConnection, order: NewOrder<'_>) -> Result<Result<(), Uuid>, StoreError> {
+/// An order that holds the `Idempotency-Key` a new order came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    /// The order.
+    pub order_id: Uuid,
+    /// The digest of its request (none for orders placed before digests were kept).
+    pub request_digest: Option<Vec<u8>>,
+}
+
+/// Inserts an accepted order with its first timeline entry, the digest of its request and the hash of
+/// its cancel token, unless the
+/// idempotency key was used before: then nothing is written and the order holding the key is returned
+/// as `Err`.
+pub async fn insert(
+    conn: &mut PgConnection,
+    order: NewOrder<'_>,
+    request_digest: &[u8],
+    cancel_token_hash: &[u8],
+) -> Result<Result<(), KeyHolder>, StoreError> {
     let inserted = sqlx::query(
-        "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id, idempotency_key) \
-         values ($1, 'accepted', $2, $3, $4, $5, $6) on conflict (idempotency_key) do nothing",
+        "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id, \
+         idempotency_key, request_digest, cancel_token_hash) \
+         values ($1, 'accepted', $2, $3, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
     )
     .bind(order.order_id)
     .bind(Json(order.items))
@@ -251,16 +261,21 @@ pub async fn insert(conn: &mut PgConnection, order: NewOrder<'_>) -> Result<Resu
     .bind(Json(order.customer))
     .bind(order.trace_id)
     .bind(order.idempotency_key)
+    .bind(request_digest)
+    .bind(cancel_token_hash)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
-        let existing: Uuid =
-            sqlx::query_scalar("select order_id from orders.orders where idempotency_key = $1")
+        let (order_id, request_digest) =
+            sqlx::query_as("select order_id, request_digest from orders.orders where idempotency_key = $1")
                 .bind(order.idempotency_key)
                 .fetch_one(&mut *conn)
                 .await?;
-        return Ok(Err(existing));
+        return Ok(Err(KeyHolder {
+            order_id,
+            request_digest,
+        }));
     }
     sqlx::query(
         "insert into orders.timeline (order_id, seq, status, event) values ($1, 1, 'accepted', 'order-accepted')",
@@ -269,6 +284,65 @@ pub async fn insert(conn: &mut PgConnection, order: NewOrder<'_>) -> Result<Resu
     .execute(&mut *conn)
     .await?;
     Ok(Ok(()))
+}
+
+/// The timeline event of `request-delivery`: once it is there, a driver may have the pizza.
+pub const DELIVERY_REQUESTED: &str = "delivery-requested";
+
+/// An order as a cancel sees it, its row locked.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CancelLock {
+    /// As stored.
+    pub status: String,
+    /// The workflow run.
+    pub run_id: Option<Uuid>,
+    /// Whether the presented token's hash is the order's (never for an order without one).
+    pub token_matches: bool,
+    /// Whether `request-delivery` has asked for a driver.
+    pub delivery_requested: bool,
+}
+
+/// Locks the order's row for a cancel presenting a token with hash `token_hash`; `None` if there is
+/// no such order.
+pub async fn lock_for_cancel(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    token_hash: &[u8],
+) -> Result<Option<CancelLock>, StoreError> {
+    Ok(sqlx::query_as(
+        "select status, run_id, coalesce(cancel_token_hash = $2, false) as token_matches, \
+         exists (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $3) \
+           as delivery_requested \
+         from orders.orders o where order_id = $1 for update",
+    )
+    .bind(order_id)
+    .bind(token_hash)
+    .bind(DELIVERY_REQUESTED)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Notes a customer's cancel on the order (the first one counts).
+pub async fn mark_cancel_requested(conn: &mut PgConnection, order_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "update orders.orders set cancel_requested_at = coalesce(cancel_requested_at, now()) \
+         where order_id = $1",
+    )
+    .bind(order_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks the order's row for `request-delivery` and tells whether a customer's cancel is on file;
+/// `None` if there is no such order.
+pub async fn lock_for_delivery(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<bool>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select cancel_requested_at is not null from orders.orders where order_id = $1 for update",
+    )
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Records the workflow run of an order.
@@ -385,9 +459,11 @@ impl<'a> Change<'a> {
 }
 
 /// Records `change` on the order's timeline and moves its status toward `change.next` (see
-/// [`Status::advance`]); a terminal status also records the reason. Locks the order's row, so the
-/// timeline's sequence and the status change are serialized per order across replicas. An order
-/// that has ended takes no more entries. `None` if the order does not exist.
+/// [`Status::advance`]); a terminal status or on hold also records the reason. Locks the order's row,
+/// so the timeline's sequence and the status change are serialized per order across replicas. An
+/// order that has ended takes no more entries; one on hold still takes them (what happened after its
+/// workflow ended is what its operator needs to know), but keeps its status. `None` if the order does
+/// not exist.
 pub async fn advance(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -428,7 +504,7 @@ pub async fn advance(
     )
     .bind(order_id)
     .bind(after.as_str())
-    .bind(change.reason.filter(|_| after.is_terminal()))
+    .bind(change.reason.filter(|_| after.is_final() && !before.is_final()))
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -492,6 +568,27 @@ pub async fn record_payment(
     Ok(rows == 1)
 }
 
+/// The order schema's migrations and messaging tables, and the engine's schema, as the service
+/// applies them at start: for the unit tests
+/// of the store and the API, which run without a host.
+#[cfg(test)]
+pub(crate) async fn migrate(pool: &sqlx::PgPool) -> Result<(), pizza_servicekit::store::MigrateError> {
+    use pizza_servicekit::Service as _;
+    let (migrator, schema) = (crate::OrderService::migrations(), crate::OrderService::SCHEMA);
+    pizza_servicekit::store::migrate(pool, migrator, schema).await?;
+    pizza_workflow::migrate(pool)
+        .await
+        .expect("the workflow engine's schema migrates");
+    Ok(())
+}
+
+/// The order schema as the messaging crate names it (see [`migrate`]).
+#[cfg(test)]
+pub(crate) fn messaging_schema() -> pizza_messaging::Schema {
+    use pizza_servicekit::Service as _;
+    pizza_messaging::Schema::new(crate::OrderService::SCHEMA).expect("a valid schema name")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +601,16 @@ mod tests {
         }
         let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, [Status::Completed, Status::Cancelled, Status::Rejected]);
+        let final_: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            final_,
+            [
+                Status::Completed,
+                Status::Cancelled,
+                Status::Rejected,
+                Status::OnHold
+            ]
+        );
     }
 
     #[test]
@@ -514,6 +621,12 @@ mod tests {
         assert_eq!(Status::Ready.advance(Status::Cancelled), Status::Cancelled);
         assert_eq!(Status::Cancelled.advance(Status::Completed), Status::Cancelled);
         assert_eq!(Status::Completed.advance(Status::Cancelled), Status::Completed);
+        assert_eq!(Status::OnHold.advance(Status::Delivered), Status::OnHold);
+        assert_eq!(Status::OnHold.advance(Status::Cancelled), Status::OnHold);
+        assert!(
+            Status::OnHold.reached(Status::OutForDelivery),
+            "no customer cancel once on hold"
+        );
         assert!(Status::OnItsWay.reached(Status::OutForDelivery));
         assert!(Status::OutForDelivery.reached(Status::OutForDelivery));
         assert!(!Status::Ready.reached(Status::OutForDelivery));

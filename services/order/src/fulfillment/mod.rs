@@ -8,6 +8,16 @@
 //! on a timeout, a failure or a cancel: cancel-kitchen-ticket, refund-payment, cancel-order
 //! ```
 //!
+//! A cancel follows one rule, kept in [`cancel`]: until a driver has the pizza. The workflow keeps it
+//! too: when the compensation of a cancel finds the ticket picked up, it does not refund a pizza that
+//! is on its way; it waits for the delivery and completes the order (and compensates after all if the
+//! delivery then fails). The compensation runs to its end whatever interrupt lands on it
+//! (`to_the_end`).
+//!
+//! # Layout
+//! - this module: the workflows, their steps and the compensation.
+//! - [`cancel`]: a customer's cancel, and where its rule is enforced.
+//!
 //! Every path ends in exactly one terminal status of the order: `request-feedback` sets `completed`,
 //! `cancel-order` sets `cancelled` (or `rejected` when the order itself is invalid), and the store
 //! never leaves a terminal status. The compensation runs only what the happy path did, so an order
@@ -23,6 +33,7 @@
 //! `Change::once`. The refund settles against the ledger: it runs only once the payment child has
 //! ended, and only if a capture was recorded.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +41,16 @@ use pizza_contracts::events::{DeliveryAddress, DeliveryRequested, OrderCancelled
 use pizza_contracts::menu;
 use pizza_messaging::{Envelope, Outbox};
 use pizza_servicekit::Faults;
-use pizza_workflow::{RetryPolicy, StepError, WorkflowContext, WorkflowError, Workflows};
+use pizza_workflow::{RetryPolicy, StepContext, StepError, WorkflowContext, WorkflowError, Workflows};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod cancel;
+
 use crate::config::Timings;
-use crate::kitchen::KitchenClient;
+use crate::kitchen::{CancelOutcome, KitchenClient};
 use crate::store::{self, Change, Status};
 
 /// The order workflow.
@@ -49,6 +63,9 @@ pub const KITCHEN_READY: &str = "kitchen-ready";
 pub const DELIVERED: &str = "delivered";
 /// The `ce_source` of the order service's events.
 pub const SOURCE: &str = "/pizza/order";
+/// The reason of an order its customer cancelled (also the error type of `request-delivery` refusing
+/// to ask for a driver once the cancel is on file).
+pub const CUSTOMER_CANCELLED: &str = "customer-cancelled";
 
 /// The input of [`ORDER_FULFILLMENT`]: no customer data (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +152,9 @@ struct Progress {
 enum Stop {
     /// A business reason: compensate, then end the order with this status and reason.
     Business(Status, String),
+    /// Stopped from outside (a cancel, the deadline): compensate and end the order `cancelled` with
+    /// this reason, unless a driver already has the pizza.
+    Interrupted(String),
     /// The engine's own signal (the execution parked, the lease was lost, the database failed):
     /// hand it back untouched, the run resumes later by replay.
     Engine(WorkflowError),
@@ -144,13 +164,17 @@ impl From<WorkflowError> for Stop {
     fn from(error: WorkflowError) -> Self {
         let cancel = |reason: &str| Stop::Business(Status::Cancelled, reason.to_owned());
         match error {
+            // `request-delivery` found the customer's cancel on file.
+            WorkflowError::StepFailed { error, .. } if error.error_type == CUSTOMER_CANCELLED => {
+                Stop::Interrupted(CUSTOMER_CANCELLED.to_owned())
+            }
             WorkflowError::StepFailed { step, error, .. } => match step.as_str() {
                 "validate-order" => Stop::Business(Status::Rejected, error.error_type),
                 "place-kitchen-ticket" => cancel("kitchen-unavailable"),
                 _ => cancel(&format!("{step}-failed")),
             },
-            WorkflowError::Cancelled => cancel("customer-cancelled"),
-            WorkflowError::DeadlineExceeded => cancel("deadline-exceeded"),
+            WorkflowError::Cancelled => Stop::Interrupted(CUSTOMER_CANCELLED.to_owned()),
+            WorkflowError::DeadlineExceeded => Stop::Interrupted("deadline-exceeded".to_owned()),
             WorkflowError::ChildFailed { error, .. } => cancel(&error.error_type),
             WorkflowError::ChildTimedOut { .. } => cancel("payment-timeout"),
             other => Stop::Engine(other),
@@ -164,7 +188,7 @@ async fn fulfill(
     deps: &Deps,
 ) -> Result<Outcome, WorkflowError> {
     let mut progress = Progress::default();
-    let (status, reason) = match happy_path(ctx, input, deps, &mut progress).await {
+    let (status, mut reason, interrupted) = match happy_path(ctx, input, deps, &mut progress).await {
         Ok(()) => {
             return Ok(Outcome {
                 status: Status::Completed,
@@ -172,7 +196,8 @@ async fn fulfill(
             });
         }
         Err(Stop::Engine(error)) => return Err(error),
-        Err(Stop::Business(status, reason)) => (status, reason),
+        Err(Stop::Business(status, reason)) => (status, reason, false),
+        Err(Stop::Interrupted(reason)) => (Status::Cancelled, reason, true),
     };
     tracing::info!(order_id = %input.order_id, %reason, "order stops; compensating");
     if progress.delivered {
@@ -185,15 +210,39 @@ async fn fulfill(
     }
     let order_id = input.order_id;
     if progress.ticket {
-        let kitchen = deps.kitchen.clone();
-        let cancelled = ctx
-            .run(
-                "cancel-kitchen-ticket",
-                compensation_policy(deps),
-                |_| async move { kitchen.cancel_ticket(order_id).await },
-            )
-            .await;
+        let cancelled = to_the_end(ctx, "cancel-kitchen-ticket", compensation_policy(deps), |_| {
+            let kitchen = deps.kitchen.clone();
+            async move { kitchen.cancel_ticket(order_id).await }
+        })
+        .await;
         match cancelled {
+            Ok(CancelOutcome::PickedUp) if interrupted => {
+                // A driver had the pizza before the cancel reached the kitchen (an interrupt that did
+                // not come through `cancel::request`, which refuses this case). Nothing calls it back,
+                // and a refund would pay for a pizza the customer still gets: the cancel is not
+                // honoured, the order goes on to its delivery.
+                tracing::warn!(%order_id, %reason, "cancel after pickup; the order is delivered, not refunded");
+                match ctx
+                    .wait_for_signal::<Report>(DELIVERED, deps.timings.delivery_timeout)
+                    .await?
+                {
+                    Some(Report { ok: true, .. }) => {
+                        finish(ctx, input, deps).await?;
+                        return Ok(Outcome {
+                            status: Status::Completed,
+                            reason: None,
+                        });
+                    }
+                    // The delivery failed after all: the shop did not deliver, so it refunds.
+                    None => reason = "delivery-timeout".to_owned(),
+                    Some(Report {
+                        ok: false,
+                        reason: why,
+                    }) => {
+                        reason = why.unwrap_or_else(|| "delivery-issue".into());
+                    }
+                }
+            }
             Ok(_) => {}
             // The kitchen stayed away for the whole budget. The refund and the order's end must not
             // wait on it: `order-cancelled`, which `cancel-order` publishes, cancels the ticket when
@@ -205,10 +254,10 @@ async fn fulfill(
         }
     }
     if progress.paid {
-        let pool = deps.pool.clone();
         let amount = input.total_cents;
-        let _refunded: bool = ctx
-            .run("refund-payment", compensation_policy(deps), |step| async move {
+        let _refunded: bool = to_the_end(ctx, "refund-payment", compensation_policy(deps), |step| {
+            let pool = deps.pool.clone();
+            async move {
                 // The payment child may still be capturing (a cancel is delivered at its next step
                 // boundary, and `capture` is its last step): wait for it to end, as step retries.
                 let in_flight: bool = sqlx::query_scalar(
@@ -234,41 +283,44 @@ async fn fulfill(
                     .await
                     .map_err(db)?;
                 Ok(true)
-            })
-            .await?;
+            }
+        })
+        .await?;
     }
-    let (pool, outbox, topic) = (
-        deps.pool.clone(),
-        deps.outbox.clone(),
-        deps.orders_events_topic.clone(),
-    );
-    let code = reason.clone();
-    ctx.run("cancel-order", compensation_policy(deps), |step| async move {
-        let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
-        let event = if status == Status::Rejected {
-            "order-rejected"
-        } else {
-            "order-cancelled"
-        };
-        let advanced = store::advance(&mut tx, order_id, Change::to(status, event).because(&code).once())
-            .await
-            .map_err(db)?;
-        if advanced.is_some_and(|a| !a.before.is_terminal() && a.after == status) {
-            let mut envelope = Envelope::new(
-                SOURCE,
-                OrderCancelled {
-                    order_id,
-                    reason: code.clone(),
-                },
-            );
-            envelope.attributes.id = event_id(&step.idempotency_key);
-            outbox
-                .enqueue_to(&mut tx, &topic, &envelope)
+    to_the_end(ctx, "cancel-order", compensation_policy(deps), |step| {
+        let (pool, outbox, topic) = (
+            deps.pool.clone(),
+            deps.outbox.clone(),
+            deps.orders_events_topic.clone(),
+        );
+        let code = reason.clone();
+        async move {
+            let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+            let event = if status == Status::Rejected {
+                "order-rejected"
+            } else {
+                "order-cancelled"
+            };
+            let advanced = store::advance(&mut tx, order_id, Change::to(status, event).because(&code).once())
                 .await
-                .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+                .map_err(db)?;
+            if advanced.is_some_and(|a| !a.before.is_terminal() && a.after == status) {
+                let mut envelope = Envelope::new(
+                    SOURCE,
+                    OrderCancelled {
+                        order_id,
+                        reason: code.clone(),
+                    },
+                );
+                envelope.attributes.id = event_id(&step.idempotency_key);
+                outbox
+                    .enqueue_to(&mut tx, &topic, &envelope)
+                    .await
+                    .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+            }
+            tx.commit().await.map_err(|e| db(e.into()))?;
+            Ok(())
         }
-        tx.commit().await.map_err(|e| db(e.into()))?;
-        Ok(())
     })
     .await?;
     Ok(Outcome {
@@ -355,6 +407,18 @@ async fn happy_path(
     let ticket_id = _ticket;
     ctx.run("request-delivery", step_policy(deps), |step| async move {
         let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+        // The order's row lock first: a customer's cancel takes it too, so either the cancel is on
+        // file now and no driver is asked for, or the cancel sees this request and asks the kitchen.
+        let cancelled = store::lock_for_delivery(&mut tx, order_id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
+        if cancelled {
+            return Err(StepError::permanent(
+                CUSTOMER_CANCELLED,
+                "the customer cancelled before a driver was asked for",
+            ));
+        }
         let customer = store::customer(&mut *tx, order_id)
             .await
             .map_err(db)?
@@ -387,7 +451,7 @@ async fn happy_path(
         store::advance(
             &mut tx,
             order_id,
-            Change::to(Status::Ready, "delivery-requested").once(),
+            Change::to(Status::Ready, store::DELIVERY_REQUESTED).once(),
         )
         .await
         .map_err(db)?;
@@ -417,16 +481,46 @@ async fn happy_path(
 
 /// `request-feedback`: the simulated feedback request, and the order's terminal `completed`.
 async fn finish(ctx: &WorkflowContext, input: &FulfillmentInput, deps: &Deps) -> Result<(), WorkflowError> {
-    let (pool, order_id) = (deps.pool.clone(), input.order_id);
-    ctx.run("request-feedback", step_policy(deps), |_| async move {
-        change(
-            &pool,
-            order_id,
-            Change::to(Status::Completed, "feedback-requested").once(),
-        )
-        .await
+    let order_id = input.order_id;
+    to_the_end(ctx, "request-feedback", step_policy(deps), |_| {
+        let pool = deps.pool.clone();
+        async move {
+            change(
+                &pool,
+                order_id,
+                Change::to(Status::Completed, "feedback-requested").once(),
+            )
+            .await
+        }
     })
     .await
+}
+
+/// Runs the step `name` to its end whatever arrives meanwhile: the compensation, and the last step of
+/// a delivered order. An interrupt (a cancel, the deadline) that lands on it is taken, and the step is
+/// called again. The engine delivers one interrupt per run, once, at the first step position not yet
+/// settled, so the second call runs; a replay takes the same path, because the interrupt is recorded
+/// at the position it was delivered. Without this, a cancel arriving while the compensation of a
+/// failure runs would end the run `cancelled` between the kitchen and the refund, with the capture
+/// kept.
+async fn to_the_end<T, F, Fut>(
+    ctx: &WorkflowContext,
+    name: &str,
+    policy: RetryPolicy,
+    step: F,
+) -> Result<T, WorkflowError>
+where
+    T: Serialize + DeserializeOwned,
+    F: Fn(StepContext) -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    match ctx.run(name, policy, &step).await {
+        Err(interrupt @ (WorkflowError::Cancelled | WorkflowError::DeadlineExceeded)) => {
+            tracing::info!(run_id = %ctx.run_id(), step = name, %interrupt, "interrupt during a step that must finish; it goes on");
+            ctx.run(name, policy, &step).await
+        }
+        other => other,
+    }
 }
 
 /// `charge-payment`: authorize, then capture, with the simulated provider. A `payment` business
@@ -555,9 +649,16 @@ mod tests {
         ));
         assert!(matches!(Stop::from(WorkflowError::LeaseLost), Stop::Engine(_)));
         match Stop::from(WorkflowError::Cancelled) {
-            Stop::Business(Status::Cancelled, r) => assert_eq!(r, "customer-cancelled"),
+            Stop::Interrupted(r) => assert_eq!(r, "customer-cancelled"),
             other => panic!("{other:?}"),
         }
+        // request-delivery refusing because the customer's cancel is on file counts as the cancel.
+        let refused = WorkflowError::StepFailed {
+            step: "request-delivery".into(),
+            attempts: 1,
+            error: StepError::permanent(CUSTOMER_CANCELLED, "x"),
+        };
+        assert!(matches!(Stop::from(refused), Stop::Interrupted(r) if r == CUSTOMER_CANCELLED));
         let failed = WorkflowError::StepFailed {
             step: "validate-order".into(),
             attempts: 1,

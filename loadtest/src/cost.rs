@@ -1,0 +1,262 @@
+//! What an order costs the platform, measured around one bench step on a shop of the tester's own:
+//! PostgreSQL commits, Kafka records, spans, and each service's memory and CPU.
+//!
+//! Every figure comes from outside the services, so it holds whatever the services think they do:
+//! - **commits**: `pg_stat_database.xact_commit` of the shop's own database (nobody else writes
+//!   there). PostgreSQL flushes a backend's counters at most once a second while it is busy, ten
+//!   seconds after it goes idle, and when it exits: the step's last reading is taken after the
+//!   services have stopped, so every commit of theirs is counted. The reading between steps (the
+//!   idle window) can lag by those ten seconds; it is a rate, not an audit.
+//! - **Kafka records**: the sum of the high watermarks of the shop's topics, which are created
+//!   empty for the shop (dead-letter topics included when they exist).
+//! - **spans**: the services' own span counters (ended), written when they stop gracefully.
+//! - **memory and CPU**: `/proc/<pid>/status` (`VmRSS`, `VmHWM`) and `/proc/<pid>/stat` (user and
+//!   system time) of each service process. Linux reports those times in `USER_HZ` ticks, which the
+//!   kernel ABI fixes at 100 a second on every architecture Rust's Linux targets run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde::Serialize;
+
+/// `USER_HZ`: the unit of `utime` and `stime` in `/proc/<pid>/stat` (see the module docs).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One look at a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessSample {
+    /// Resident memory now, in KiB.
+    pub rss_kib: u64,
+    /// The largest resident memory so far, in KiB.
+    pub peak_rss_kib: u64,
+    /// User plus system CPU time so far, in ticks.
+    pub cpu_ticks: u64,
+    /// When it was taken.
+    pub at: Instant,
+}
+
+/// Reads `/proc/<pid>`; `None` when the process is gone.
+pub fn sample(pid: u32) -> Option<ProcessSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ProcessSample {
+        rss_kib: status_kib(&status, "VmRSS:")?,
+        peak_rss_kib: status_kib(&status, "VmHWM:")?,
+        cpu_ticks: stat_cpu_ticks(&stat)?,
+        at: Instant::now(),
+    })
+}
+
+/// A `Name:   1234 kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// `utime + stime` of `/proc/<pid>/stat`: fields 14 and 15, counted after the command name, which is
+/// in parentheses and may itself hold spaces and parentheses (so the last `)` ends it).
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state): field n is at index n - 3.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A service's use of the machine between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Usage {
+    /// Resident memory at the end, in MB.
+    pub rss_mb: f64,
+    /// The largest resident memory of the process's life, in MB.
+    pub peak_rss_mb: f64,
+    /// CPU time over wall time: 1.0 is one core busy the whole time.
+    pub cores: f64,
+}
+
+/// The use between `before` and `after` (of the same process).
+pub fn usage(before: &ProcessSample, after: &ProcessSample) -> Usage {
+    let wall = after.at.duration_since(before.at).as_secs_f64();
+    let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / TICKS_PER_SECOND;
+    Usage {
+        rss_mb: after.rss_kib as f64 / 1024.0,
+        peak_rss_mb: after.peak_rss_kib as f64 / 1024.0,
+        cores: if wall > 0.0 { cpu / wall } else { 0.0 },
+    }
+}
+
+/// Samples every process of `pids`.
+pub fn sample_all(pids: &BTreeMap<String, u32>) -> BTreeMap<String, ProcessSample> {
+    pids.iter()
+        .filter_map(|(name, pid)| Some((name.clone(), sample(*pid)?)))
+        .collect()
+}
+
+/// The use of each process sampled in both `before` and `after`.
+pub fn usage_all(
+    before: &BTreeMap<String, ProcessSample>,
+    after: &BTreeMap<String, ProcessSample>,
+) -> BTreeMap<String, Usage> {
+    before
+        .iter()
+        .filter_map(|(name, b)| Some((name.clone(), usage(b, after.get(name)?))))
+        .collect()
+}
+
+/// Transactions committed in the database of `database_url` so far (see the module docs for how
+/// fresh the counter is).
+pub async fn commits(database_url: &str) -> anyhow::Result<i64> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .context("connecting to read pg_stat_database")?;
+    let commits: i64 =
+        sqlx::query_scalar("select xact_commit from pg_stat_database where datname = current_database()")
+            .fetch_one(&pool)
+            .await?;
+    pool.close().await;
+    Ok(commits)
+}
+
+/// Records written to `topics` and their dead-letter topics (`<topic>.dlq`) so far: the sum of
+/// their high watermarks (the shop's topics start empty).
+pub fn kafka_records(bootstrap: &str, topics: &[String]) -> anyhow::Result<u64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "pizza-load-cost")
+        .create()
+        .context("a Kafka client to read watermarks")?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let mut total = 0u64;
+    for topic in metadata.topics() {
+        let wanted = topics
+            .iter()
+            .any(|t| topic.name() == t || topic.name() == format!("{t}.dlq"));
+        if !wanted {
+            continue;
+        }
+        for partition in topic.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic.name(), partition.id(), timeout)?;
+            // Retention never deletes within a bench step; `high - low` would undercount if it did.
+            let _ = low;
+            total += u64::try_from(high).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// What one bench step cost, per order and per second.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepCost {
+    /// Orders that completed in the step.
+    pub orders: u64,
+    /// PostgreSQL commits from the first arrival until the services stopped.
+    pub commits: i64,
+    /// Kafka records written to the shop's topics.
+    pub kafka_records: u64,
+    /// Spans the services ended.
+    pub spans: u64,
+    /// How long the arrivals lasted.
+    pub seconds: f64,
+    /// Each service's use of the machine while the step ran.
+    pub load: BTreeMap<String, Usage>,
+    /// Each service's use of the machine in the idle window before the step.
+    pub idle: BTreeMap<String, Usage>,
+    /// Commits a second in the idle window.
+    pub idle_commits_per_s: f64,
+}
+
+impl StepCost {
+    /// `x / orders`, or NaN without orders.
+    fn per_order(&self, x: f64) -> f64 {
+        if self.orders == 0 {
+            f64::NAN
+        } else {
+            x / self.orders as f64
+        }
+    }
+
+    /// Commits per completed order.
+    pub fn commits_per_order(&self) -> f64 {
+        self.per_order(self.commits as f64)
+    }
+
+    /// Kafka records per completed order.
+    pub fn records_per_order(&self) -> f64 {
+        self.per_order(self.kafka_records as f64)
+    }
+
+    /// Spans per completed order.
+    pub fn spans_per_order(&self) -> f64 {
+        self.per_order(self.spans as f64)
+    }
+
+    /// Spans a second over the arrivals.
+    pub fn spans_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.spans as f64 / self.seconds
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (pizza (order) x) S 1 4242 4242 0 -1 4194304 500 0 0 0 170 30 0 0 20 0 9 0 100 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(200));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn reads_memory_lines_of_proc_status() {
+        let status = "Name:\tpizza-order\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(40_960));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(51_200));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_sampled_and_its_cpu_share_is_a_fraction_of_the_machine() {
+        let me = std::process::id();
+        let before = sample(me).expect("/proc/self is readable");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = sample(me).unwrap();
+        let u = usage(&before, &after);
+        assert!(u.rss_mb > 1.0 && u.peak_rss_mb >= u.rss_mb, "{u:?}");
+        // A busy loop on one thread: near one core, and never more than the machine has.
+        let cores = std::thread::available_parallelism().map_or(64, |n| n.get()) as f64;
+        assert!(u.cores > 0.2 && u.cores <= cores + 0.1, "{u:?}");
+    }
+
+    #[test]
+    fn per_order_figures_divide_by_completed_orders() {
+        let c = StepCost {
+            orders: 10,
+            commits: 250,
+            kafka_records: 80,
+            spans: 400,
+            seconds: 5.0,
+            ..StepCost::default()
+        };
+        assert_eq!(c.commits_per_order(), 25.0);
+        assert_eq!(c.records_per_order(), 8.0);
+        assert_eq!(c.spans_per_order(), 40.0);
+        assert_eq!(c.spans_per_s(), 80.0);
+        assert!(StepCost::default().commits_per_order().is_nan());
+    }
+}

@@ -1,0 +1,354 @@
+//! One listener per process for every order's event stream: PostgreSQL `LISTEN/NOTIFY` on timeline
+//! changes, fanned out to the streams that follow each order.
+//!
+//! ```text
+//!  any replica: insert into orders.timeline ──trigger──► pg_notify('orders_timeline', order id)
+//!                                                                │ (at commit)
+//!  this process: one PgListener ─► registry: order id ─► watch ─► each stream of that order re-reads
+//! ```
+//!
+//! Every replica writes timeline rows (the workflow's steps, the consumer's events, the reconciler),
+//! so an in-process signal would miss what the others write; `NOTIFY` reaches every listener, from
+//! whichever process committed, and only at commit, so a stream never reads a row before it is
+//! visible. A stream costs no query while nothing happens to its order: it reads when its order is
+//! notified, and on a slow safety-net timer that covers a notification lost while the listener
+//! reconnected (after a reconnect every stream is told to read anyway).
+//!
+//! The listener has a connection of its own (a one-connection pool from the service's options), so
+//! it never takes one from the handlers, and it is started by the first stream. The number of streams
+//! a process serves at once is capped ([`TimelineFeed::subscribe`] refuses beyond it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use uuid::Uuid;
+
+/// The channel the timeline trigger notifies (migration 0006), with the order id as payload.
+pub(crate) const CHANNEL: &str = "orders_timeline";
+
+/// How a feed is sized and paced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FeedConfig {
+    /// Streams served at once by this process.
+    pub(crate) max_streams: usize,
+    /// How often a stream reads its order's timeline when nothing was notified: the safety net.
+    pub(crate) safety_poll: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            max_streams: 200,
+            safety_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The timeline notifications of this process (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct TimelineFeed {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    config: FeedConfig,
+    streams: Arc<Semaphore>,
+    orders: Mutex<HashMap<Uuid, Watched>>,
+    listening: std::sync::Once,
+    /// Dropped with the feed: the listener sees it go, closes its connection and ends.
+    alive: watch::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    changed: watch::Sender<u64>,
+    subscribers: usize,
+}
+
+/// A stream's hold on the feed: its place under the cap, and the changes of its order. Dropping it
+/// gives both back.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    feed: Arc<Inner>,
+    order_id: Uuid,
+    changed: watch::Receiver<u64>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Every stream slot is taken.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this process serves {0} event streams already")]
+pub(crate) struct Full(pub(crate) usize);
+
+impl TimelineFeed {
+    /// A feed on the database of `pool`; its listener starts with the first subscription.
+    pub(crate) fn new(pool: &PgPool, config: FeedConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool: pool.clone(),
+                config,
+                streams: Arc::new(Semaphore::new(config.max_streams)),
+                orders: Mutex::new(HashMap::new()),
+                listening: std::sync::Once::new(),
+                alive: watch::channel(()).0,
+            }),
+        }
+    }
+
+    /// Follows the changes of `order_id`, if a stream slot is free.
+    pub(crate) fn subscribe(&self, order_id: Uuid) -> Result<Subscription, Full> {
+        let permit = self
+            .inner
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Full(self.inner.config.max_streams))?;
+        self.inner.listening.call_once(|| {
+            let feed_gone = self.inner.alive.subscribe();
+            tokio::spawn(listen(
+                Arc::downgrade(&self.inner),
+                self.inner.pool.clone(),
+                feed_gone,
+            ));
+        });
+        let changed = {
+            let mut orders = self.inner.orders.lock().expect("feed registry lock");
+            let watched = orders.entry(order_id).or_insert_with(|| Watched {
+                changed: watch::channel(0).0,
+                subscribers: 0,
+            });
+            watched.subscribers += 1;
+            watched.changed.subscribe()
+        };
+        Ok(Subscription {
+            feed: self.inner.clone(),
+            order_id,
+            changed,
+            _permit: permit,
+        })
+    }
+}
+
+impl Inner {
+    fn notify(&self, order_id: Uuid) {
+        if let Some(watched) = self.orders.lock().expect("feed registry lock").get(&order_id) {
+            watched.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn notify_all(&self) {
+        for watched in self.orders.lock().expect("feed registry lock").values() {
+            watched.changed.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl Subscription {
+    /// Marks every change so far as seen: call it before reading the timeline, so a change committed
+    /// after the read wakes [`Subscription::changed`].
+    pub(crate) fn mark_seen(&mut self) {
+        self.changed.borrow_and_update();
+    }
+
+    /// Completes when the order changed since [`Subscription::mark_seen`], or after `safety_poll`.
+    pub(crate) async fn changed(&mut self) {
+        let poll = self.feed.config.safety_poll;
+        // The sender lives in the registry as long as this subscription does: `changed` cannot fail.
+        let _ = tokio::time::timeout(poll, self.changed.changed()).await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut orders = self.feed.orders.lock().expect("feed registry lock");
+        if let Some(watched) = orders.get_mut(&self.order_id) {
+            watched.subscribers -= 1;
+            if watched.subscribers == 0 {
+                orders.remove(&self.order_id);
+            }
+        }
+    }
+}
+
+/// The listener: one connection, `LISTEN orders_timeline`, each notification to the streams of its
+/// order. Reconnects after a lost connection (telling every stream to read, since notifications may
+/// have been missed); ends, closing its connection, when the feed is gone or the service's pool is
+/// closed.
+async fn listen(feed: Weak<Inner>, pool: PgPool, mut feed_gone: watch::Receiver<()>) {
+    let options = (*pool.connect_options()).clone();
+    let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+    tokio::select! {
+        () = notify_streams(&feed, &pool, &own) => {}
+        // Fails when the feed's sender is dropped: the feed is gone.
+        _ = feed_gone.changed() => {}
+    }
+    own.close().await;
+}
+
+async fn notify_streams(feed: &Weak<Inner>, pool: &PgPool, own: &PgPool) {
+    let mut failures = 0u32;
+    loop {
+        if feed.strong_count() == 0 || pool.is_closed() {
+            return;
+        }
+        let mut listener = match connect(own).await {
+            Ok(listener) => {
+                failures = 0;
+                listener
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, failures, "timeline listener could not connect; streams fall back to their safety poll");
+                tokio::time::sleep(Duration::from_secs(1).saturating_mul(failures.min(10))).await;
+                continue;
+            }
+        };
+        // Whatever was committed before LISTEN took effect was not notified.
+        if let Some(feed) = feed.upgrade() {
+            feed.notify_all();
+        }
+        loop {
+            // Wake now and then to notice that the feed is gone.
+            let next = tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await;
+            let Some(feed) = feed.upgrade() else { return };
+            match next {
+                Err(_idle) => {}
+                Ok(Ok(Some(notification))) => match notification.payload().parse::<Uuid>() {
+                    Ok(order_id) => feed.notify(order_id),
+                    Err(_) => tracing::warn!(
+                        payload = notification.payload(),
+                        "timeline notification without an order id"
+                    ),
+                },
+                // The connection was lost and is back: notifications may have been missed.
+                Ok(Ok(None)) => feed.notify_all(),
+                Ok(Err(error)) => {
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(%error, "timeline listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_streams: usize) -> FeedConfig {
+        FeedConfig {
+            max_streams,
+            // Never within a test: only a notification can wake a subscription.
+            safety_poll: Duration::from_secs(3600),
+        }
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn a_notification_from_any_connection_wakes_the_streams_of_that_order_only(pool: PgPool) {
+        let feed = TimelineFeed::new(&pool, config(4));
+        let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut a = feed.subscribe(mine).unwrap();
+        let mut b = feed.subscribe(mine).unwrap();
+        let mut c = feed.subscribe(other).unwrap();
+        for s in [&mut a, &mut b, &mut c] {
+            s.mark_seen();
+        }
+        // The listener is up once a notification for a registered order reaches it: send until one
+        // does (a notification sent before LISTEN took effect is lost by design; the listener then
+        // tells every stream to read, which also wakes `a`).
+        let notify = || {
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(mine.to_string())
+                .execute(&pool)
+        };
+        notify().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), a.changed.changed())
+            .await
+            .expect("the first notification or the listener's start wakes the stream")
+            .unwrap();
+        // From here on the listener is known to listen: exactly the streams of `mine` wake.
+        for s in [&mut a, &mut b, &mut c] {
+            s.mark_seen();
+        }
+        notify().await.unwrap();
+        for s in [&mut a, &mut b] {
+            tokio::time::timeout(Duration::from_secs(30), s.changed.changed())
+                .await
+                .expect("a notification of its order wakes a stream")
+                .unwrap();
+        }
+        assert!(
+            !c.changed.has_changed().unwrap(),
+            "another order's stream sleeps on"
+        );
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn a_timeline_entry_committed_anywhere_notifies_its_order(pool: PgPool) {
+        crate::store::migrate(&pool).await.unwrap();
+        let order = Uuid::now_v7();
+        sqlx::query(
+            "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id) \
+             values ($1, 'accepted', '[]', 0, '{}', 'x')",
+        )
+        .bind(order)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let feed = TimelineFeed::new(&pool, config(1));
+        let mut stream = feed.subscribe(order).unwrap();
+        stream.mark_seen();
+        // Wait for the listener's start (it tells every stream to read), then mark again.
+        tokio::time::timeout(Duration::from_secs(30), stream.changed.changed())
+            .await
+            .expect("the listener starts")
+            .unwrap();
+        stream.mark_seen();
+        let mut tx = pool.begin().await.unwrap();
+        let change = crate::store::Change::to(crate::store::Status::Paid, "payment-captured");
+        crate::store::advance(&mut tx, order, change).await.unwrap();
+        assert!(
+            !stream.changed.has_changed().unwrap(),
+            "nothing before the commit"
+        );
+        tx.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), stream.changed.changed())
+            .await
+            .expect("the commit of a timeline entry notifies the order's streams")
+            .unwrap();
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn the_streams_of_a_process_are_capped_and_a_closed_one_frees_its_slot(pool: PgPool) {
+        let feed = TimelineFeed::new(&pool, config(2));
+        let order = Uuid::now_v7();
+        let first = feed.subscribe(order).unwrap();
+        let _second = feed.subscribe(Uuid::now_v7()).unwrap();
+        assert!(matches!(feed.subscribe(order), Err(Full(2))));
+        drop(first);
+        let _third = feed
+            .subscribe(order)
+            .expect("a closed stream gives its slot back");
+        assert_eq!(
+            feed.inner.orders.lock().unwrap().len(),
+            2,
+            "one entry per followed order"
+        );
+    }
+}
