@@ -108,9 +108,7 @@ impl ManagedOptions {
             .env(Service::Order, "PIZZA_WORKFLOW_CONCURRENCY", "8")
             .env(Service::Delivery, "PIZZA_DELIVERY_PICKUP_ATTEMPTS", "100000")
             .env(Service::Delivery, "PIZZA_DELIVERY_UPDATES", "4")
-            .env(Service::Kitchen, "PIZZA_KITCHEN_OVENS", self.ovens.to_string())
-            .env(Service::Kitchen, "PIZZA_KITCHEN_TICK_MS", "50")
-            .env(Service::Delivery, "PIZZA_DELIVERY_TICK_MS", "50");
+            .env(Service::Kitchen, "PIZZA_KITCHEN_OVENS", self.ovens.to_string());
         for (name, value) in &self.env {
             options = options.env_all(name, value.clone());
         }

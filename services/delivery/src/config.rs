@@ -35,9 +35,10 @@ pub struct Config {
     /// Pickup attempts before the delivery fails with `pickup-timeout`.
     #[arg(long, env = "PIZZA_DELIVERY_PICKUP_ATTEMPTS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
     pub pickup_attempts: u32,
-    /// How often the driver loop looks for work, in milliseconds.
-    #[arg(long, env = "PIZZA_DELIVERY_TICK_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub tick_ms: u64,
+    /// The longest the driver loop sleeps when nothing is due and no notification arrives, in
+    /// milliseconds: the safety net for a lost `NOTIFY` (the loop wakes on events, not on a timer).
+    #[arg(long, env = "PIZZA_DELIVERY_SAFETY_NET_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub safety_net_ms: u64,
     /// Topic of delivery requests (its dead-letter topic is `<topic>.dlq`).
     #[arg(long, env = "PIZZA_DELIVERY_REQUESTS_TOPIC", default_value = topics::DELIVERY_REQUESTS)]
     pub requests_topic: String,
@@ -60,9 +61,9 @@ impl Config {
         self.common.scaled(self.pickup_retry_seconds)
     }
 
-    /// The pause between two rounds of the driver loop.
-    pub fn tick(&self) -> Duration {
-        Duration::from_millis(self.tick_ms)
+    /// The driver loop's safety net (see [`Config::safety_net_ms`]).
+    pub fn safety_net(&self) -> Duration {
+        Duration::from_millis(self.safety_net_ms)
     }
 }
 

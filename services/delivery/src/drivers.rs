@@ -12,10 +12,20 @@
 //! a restarted service, or another replica, carries on. Each step runs inside a span whose parent is
 //! the context stored when the request was consumed, so the pickup call and the events it publishes
 //! stay in the order's trace.
+//!
+//! # Rounds and waking up
+//! A round is one transaction: it locks up to [`STEP_BATCH`] due deliveries (`for update skip
+//! locked`, so replicas share them), asks the kitchen for the batch's pickups all at once (each is a
+//! round trip to another service; one at a time, a slow kitchen would hold back every drive behind
+//! it), records each step and its event, and reads when the next step is due. The loop then sleeps
+//! until that moment, or until a `NOTIFY` on [`NOTIFY_CHANNEL`] says a delivery was requested
+//! (migration `0002_deliveries_notify.sql`); with nothing under way and nothing arriving it looks
+//! once per [`Drivers::safety_net`], in case a notification was lost.
 
 use std::future::Future;
 use std::time::Duration;
 
+use futures::future::join_all;
 use pizza_contracts::events::{
     DeliveryEvent, DeliveryIssue, OrderCompleted, OrderOnItsWay, OrderOutForDelivery,
 };
@@ -30,6 +40,24 @@ use crate::store::{self, DeliveryRow, StoreError};
 pub const EVENT_SOURCE: &str = "/pizza/delivery";
 /// The business fault (`business_failure_rate.driver`) that ends a drive.
 pub const DRIVER_FAULT: &str = "driver";
+/// The channel the deliveries table notifies when a delivery is requested.
+pub const NOTIFY_CHANNEL: &str = "delivery_deliveries";
+/// The most deliveries one round takes a step further; more due ones go in the next round, at once.
+pub const STEP_BATCH: i64 = 32;
+/// Added to the wait for the next step, so the round that wakes for it finds it due by the
+/// database's clock (timers fire on the millisecond; the database's clock has microseconds).
+const DUE_SLACK: Duration = Duration::from_millis(2);
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Steps taken (pickups tried, legs driven, deliveries ended).
+    pub steps: usize,
+    /// When the next step is due (zero if due deliveries were left for the next round); `None` when
+    /// no delivery is under way.
+    pub next_due: Option<Duration>,
+}
+
 /// `delivery-issue` reasons.
 pub mod reasons {
     /// The driver fault fired.
@@ -56,57 +84,84 @@ pub struct Drivers {
     pub pickup_retry: Duration,
     /// Pickup attempts before giving up.
     pub pickup_attempts: u32,
-    /// Pause between rounds.
-    pub tick: Duration,
+    /// The longest the loop sleeps without a notification or a step due (see "Rounds and waking
+    /// up").
+    pub safety_net: Duration,
 }
 
 impl Drivers {
-    /// Runs rounds until `shutdown` completes. A failed round is logged and retried on the next tick.
+    /// Runs rounds until `shutdown` completes, woken as the module docs say. A failed round is logged
+    /// and tried again shortly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        pizza_servicekit::background::rounds("driver", self.tick, shutdown, || self.round()).await;
+        let pool = self.effects.pool.clone();
+        pizza_servicekit::background::notified_rounds(
+            "driver",
+            (&pool, NOTIFY_CHANNEL),
+            self.safety_net,
+            shutdown,
+            || async { Ok::<_, StoreError>(self.round().await?.next_due) },
+        )
+        .await;
     }
 
-    /// Takes every due delivery one step further; returns how many steps were taken. A failed round
-    /// is retried on the next tick.
-    pub async fn round(&self) -> Result<usize, StoreError> {
-        let mut steps = 0;
-        while self.step_one().await? {
-            steps += 1;
-        }
-        Ok(steps)
-    }
-
-    async fn step_one(&self) -> Result<bool, StoreError> {
+    /// One round, in one transaction: take every due delivery (a batch at most) one step further
+    /// and say when the next step is due. Public so tests and tools can drive the loop by hand. A
+    /// failed round changes nothing and is tried again whole.
+    pub async fn round(&self) -> Result<Round, StoreError> {
         let mut tx = self.effects.begin().await?;
-        let Some(row) = store::lock_one_due(&mut *tx).await? else {
-            tx.commit().await?;
-            return Ok(false);
-        };
-        let name = if row.status == "requested" {
-            "delivery.pickup"
-        } else {
-            "delivery.drive"
-        };
-        let span = delivery_span(name, &row);
-        async {
+        let rows = store::lock_due(&mut *tx, STEP_BATCH).await?;
+        let spans: Vec<Span> = rows
+            .iter()
+            .map(|row| {
+                let name = if row.status == "requested" {
+                    "delivery.pickup"
+                } else {
+                    "delivery.drive"
+                };
+                delivery_span(name, row)
+            })
+            .collect();
+        // The kitchen's answers first, all at once; each call inside its delivery's span.
+        let answers = join_all(rows.iter().zip(&spans).map(|(row, span)| async move {
             if row.status == "requested" {
-                self.pickup(&mut tx, &row).await
+                Some(self.kitchen.pickup(row.order_id).instrument(span.clone()).await)
             } else {
-                self.drive(&mut tx, &row).await
+                None
             }
+        }))
+        .await;
+        for ((row, span), answer) in rows.iter().zip(spans).zip(answers) {
+            async {
+                match answer {
+                    Some(answer) => self.pickup(&mut tx, row, answer).await,
+                    None => self.drive(&mut tx, row).await,
+                }
+            }
+            .instrument(span)
+            .await?;
         }
-        .instrument(span)
-        .await?;
+        let next_due = if rows.len() as i64 == STEP_BATCH {
+            Some(Duration::ZERO)
+        } else {
+            store::next_due_in(&mut *tx)
+                .await?
+                .map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(Round {
+            steps: rows.len(),
+            next_due,
+        })
     }
 
+    /// Records the kitchen's answer to a pickup.
     async fn pickup(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         row: &DeliveryRow,
+        answer: Pickup,
     ) -> Result<(), StoreError> {
-        match self.kitchen.pickup(row.order_id).await {
+        match answer {
             Pickup::PickedUp => {
                 store::mark_picked_up(&mut **tx, row.delivery_id, self.leg_time.as_secs_f64()).await?;
                 tracing::info!(delivery_id = %row.delivery_id, "order picked up");

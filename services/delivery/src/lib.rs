@@ -30,7 +30,6 @@ pub mod requests;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use pizza_servicekit::background::Stop;
@@ -78,7 +77,7 @@ impl Service for Delivery {
             leg_time: config.leg_time(),
             pickup_retry: config.pickup_retry(),
             pickup_attempts: config.pickup_attempts,
-            tick: config.tick(),
+            safety_net: config.safety_net(),
         };
         Ok(Self {
             config: config.clone(),
@@ -88,10 +87,6 @@ impl Service for Delivery {
 
     fn routes(&self) -> Router<AppState> {
         http::routes()
-    }
-
-    fn relay_poll(&self) -> Duration {
-        self.config.tick()
     }
 
     fn consumes(&self) -> Consumes<requests::Requests> {

@@ -71,16 +71,31 @@ pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<Deli
     .await?)
 }
 
-/// One delivery whose next step is due, locked; rows another replica holds are skipped.
-pub async fn lock_one_due(db: impl PgExecutor<'_>) -> Result<Option<DeliveryRow>, StoreError> {
+/// Up to `limit` deliveries whose next step is due, the earliest first, locked; rows another
+/// replica holds are skipped.
+pub async fn lock_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
     Ok(sqlx::query_as(
         "select delivery_id, order_id, ticket_id, status, progress_step, pickup_attempts, failure_reason, \
          trace_carrier from delivery.deliveries \
          where status in ('requested', 'on_the_way') and next_at <= now() \
-         order by next_at limit 1 for update skip locked",
+         order by next_at limit $1 for update skip locked",
     )
-    .fetch_optional(db)
+    .bind(limit)
+    .fetch_all(db)
     .await?)
+}
+
+/// How long until the next step of a delivery is due, by the database's clock at the time of the
+/// call (`clock_timestamp()`, not the transaction's start): zero if one is due already, `None` if no
+/// delivery is under way.
+pub async fn next_due_in(db: impl PgExecutor<'_>) -> Result<Option<std::time::Duration>, StoreError> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from min(next_at) - clock_timestamp())::float8 from delivery.deliveries \
+         where status in ('requested', 'on_the_way')",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(seconds.map(pizza_servicekit::background::seconds_from_now))
 }
 
 /// `requested` → `on_the_way`, first leg due after `leg_seconds`.

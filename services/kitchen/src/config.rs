@@ -26,9 +26,10 @@ pub struct Config {
     /// Tickets that can cook at once (the ovens).
     #[arg(long, env = "PIZZA_KITCHEN_OVENS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub ovens: u32,
-    /// How often the oven loop looks for tickets to start and finish, in milliseconds.
-    #[arg(long, env = "PIZZA_KITCHEN_TICK_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub tick_ms: u64,
+    /// The longest the oven loop sleeps when nothing is due and no notification arrives, in
+    /// milliseconds: the safety net for a lost `NOTIFY` (the loop wakes on events, not on a timer).
+    #[arg(long, env = "PIZZA_KITCHEN_SAFETY_NET_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub safety_net_ms: u64,
     /// Topic the kitchen publishes to.
     #[arg(long, env = "PIZZA_KITCHEN_EVENTS_TOPIC", default_value = topics::KITCHEN_EVENTS)]
     pub kitchen_events_topic: String,
@@ -46,9 +47,9 @@ impl Config {
         self.common.scaled(self.cook_seconds)
     }
 
-    /// The pause between two oven rounds.
-    pub fn tick(&self) -> Duration {
-        Duration::from_millis(self.tick_ms)
+    /// The oven loop's safety net (see [`Config::safety_net_ms`]).
+    pub fn safety_net(&self) -> Duration {
+        Duration::from_millis(self.safety_net_ms)
     }
 }
 

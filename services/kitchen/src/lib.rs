@@ -37,7 +37,6 @@ pub mod ovens;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use pizza_servicekit::background::Stop;
@@ -82,7 +81,7 @@ impl Service for Kitchen {
             effects: context.effects(&config.kitchen_events_topic, ovens::EVENT_SOURCE),
             capacity: config.ovens,
             cook_time: config.cook_time(),
-            tick: config.tick(),
+            safety_net: config.safety_net(),
         };
         Ok(Self {
             config: config.clone(),
@@ -92,10 +91,6 @@ impl Service for Kitchen {
 
     fn routes(&self) -> Router<AppState> {
         http::routes()
-    }
-
-    fn relay_poll(&self) -> Duration {
-        self.config.tick()
     }
 
     fn consumes(&self) -> Consumes<events::Cancellations> {

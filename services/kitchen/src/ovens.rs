@@ -2,9 +2,19 @@
 //! ones whose cook time has passed.
 //!
 //! All of its state is in the tickets table (`status`, `cook_until`), so a kitchen that restarts, or
-//! a second replica, carries on exactly where the first left off. Starts are serialized by an
-//! advisory lock (count the busy ovens, fill the free ones, in one step); finishes take one due
-//! ticket at a time with `for update skip locked`, so replicas share them.
+//! a second replica, carries on exactly where the first left off. A round is one transaction: it
+//! takes the oven lock (an advisory lock, so counting the busy ovens and filling the free ones is
+//! one step across replicas), finishes the due tickets (a batch of [`FINISH_BATCH`] at most, locked
+//! with `for update skip locked`), fills the ovens that are free now, and reads when the next
+//! ticket will be done.
+//!
+//! # Waking up
+//! The loop does not poll. It sleeps until the next ticket is done (the earliest `cook_until`), or
+//! until a `NOTIFY` on [`NOTIFY_CHANNEL`] says a ticket was inserted or a cooking one cancelled
+//! (migration `0002_tickets_notify.sql`), whichever is first; with nothing cooking and nothing
+//! arriving it looks once per [`Ovens::safety_net`], in case a notification was lost. An idle kitchen
+//! therefore costs one transaction per safety net, and a ticket goes into a free oven as soon as its
+//! insert commits.
 //!
 //! # Trace continuation
 //! The work on a ticket runs inside a span whose parent is the context stored with the ticket by
@@ -16,6 +26,7 @@ use std::time::Duration;
 
 use pizza_contracts::events::{KitchenEvent, KitchenIssue, OrderInPreparation, OrderReady};
 use pizza_servicekit::effects::{self, Effects};
+use sqlx::{Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 
 use crate::store::{self, StoreError, TicketRow};
@@ -27,6 +38,14 @@ pub const OVEN_FAULT: &str = "oven";
 /// The `kitchen-issue` reason when the oven fails.
 pub const OVEN_FAILURE: &str = "oven-failure";
 
+/// The channel the tickets table notifies when the ovens have something new to do.
+pub const NOTIFY_CHANNEL: &str = "kitchen_tickets";
+/// The most tickets one round takes out of the ovens; more due ones go in the next round, at once.
+pub const FINISH_BATCH: i64 = 64;
+/// Added to the wait for the next finish, so the round that wakes for it finds it due by the
+/// database's clock (timers fire on the millisecond; the database's clock has microseconds).
+const DUE_SLACK: Duration = Duration::from_millis(2);
+
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Round {
@@ -36,6 +55,9 @@ pub struct Round {
     pub finished: usize,
     /// Tickets whose oven failed.
     pub failed: usize,
+    /// When the next ticket is done (zero if due tickets were left for the next round); `None`
+    /// when nothing is cooking.
+    pub next_due: Option<Duration>,
 }
 
 /// The oven loop. See the module docs.
@@ -48,44 +70,63 @@ pub struct Ovens {
     pub capacity: u32,
     /// How long a ticket cooks (already scaled).
     pub cook_time: Duration,
-    /// Pause between rounds.
-    pub tick: Duration,
+    /// The longest the loop sleeps without a notification or a ticket due (see "Waking up").
+    pub safety_net: Duration,
 }
 
 impl Ovens {
-    /// Runs rounds until `shutdown` completes. A failed round is logged and retried on the next tick.
+    /// Runs rounds until `shutdown` completes, woken as the module docs say. A failed round is logged
+    /// and tried again shortly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        pizza_servicekit::background::rounds("oven", self.tick, shutdown, || self.round()).await;
+        let pool = self.effects.pool.clone();
+        pizza_servicekit::background::notified_rounds(
+            "oven",
+            (&pool, NOTIFY_CHANNEL),
+            self.safety_net,
+            shutdown,
+            || async { Ok::<_, StoreError>(self.round().await?.next_due) },
+        )
+        .await;
     }
 
-    /// One round: finish every due ticket, then fill the free ovens. Public so tests and tools can
-    /// drive the ovens by hand. A failed round is retried whole on the next tick.
+    /// One round, in one transaction: finish the due tickets, fill the free ovens, and say when the
+    /// next ticket is done. Public so tests and tools can drive the ovens by hand. A failed round
+    /// changes nothing and is tried again whole.
     pub async fn round(&self) -> Result<Round, StoreError> {
         let mut round = Round::default();
-        while let Some(ready) = self.finish_one().await? {
-            if ready {
+        let mut tx = self.effects.begin().await?;
+        store::lock_ovens(&mut *tx).await?;
+        let done = store::lock_done(&mut *tx, FINISH_BATCH).await?;
+        for row in &done {
+            if self.finish(&mut tx, row).await? {
                 round.finished += 1;
             } else {
                 round.failed += 1;
             }
         }
-        round.started = self.start_free().await?;
+        round.started = self.start_free(&mut tx).await?;
+        round.next_due = if done.len() as i64 == FINISH_BATCH {
+            Some(Duration::ZERO)
+        } else {
+            store::next_done_in(&mut *tx)
+                .await?
+                .map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
+        };
+        tx.commit().await?;
         Ok(round)
     }
 
-    /// Takes one due ticket out of its oven: `Some(true)` ready, `Some(false)` the oven failed,
-    /// `None` nothing is due.
-    async fn finish_one(&self) -> Result<Option<bool>, StoreError> {
-        let mut tx = self.effects.begin().await?;
-        let Some(row) = store::lock_one_done(&mut *tx).await? else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let span = ticket_span("cook.finish", &row);
-        let ready = async {
+    /// Takes a due ticket out of its oven: true ready, false the oven failed (fault plan).
+    async fn finish(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        row: &TicketRow,
+    ) -> Result<bool, StoreError> {
+        let span = ticket_span("cook.finish", row);
+        async {
             let ready = !self.effects.faults.business_failure(OVEN_FAULT);
             let event: KitchenEvent = if ready {
-                store::mark_ready(&mut *tx, row.ticket_id).await?;
+                store::mark_ready(&mut **tx, row.ticket_id).await?;
                 tracing::info!(ticket_id = %row.ticket_id, "ticket ready");
                 OrderReady {
                     order_id: row.order_id,
@@ -93,7 +134,7 @@ impl Ovens {
                 }
                 .into()
             } else {
-                store::mark_failed(&mut *tx, row.ticket_id, OVEN_FAILURE).await?;
+                store::mark_failed(&mut **tx, row.ticket_id, OVEN_FAILURE).await?;
                 tracing::warn!(ticket_id = %row.ticket_id, "oven failed (fault plan)");
                 effects::fail_current(OVEN_FAILURE);
                 KitchenIssue {
@@ -103,42 +144,37 @@ impl Ovens {
                 }
                 .into()
             };
-            self.effects.publish(&mut tx, event).await?;
+            self.effects.publish(tx, event).await?;
             Ok::<_, StoreError>(ready)
         }
         .instrument(span)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(ready))
+        .await
     }
 
-    /// Starts as many queued tickets as there are free ovens, oldest first.
-    async fn start_free(&self) -> Result<usize, StoreError> {
-        let mut tx = self.effects.begin().await?;
-        store::lock_ovens(&mut *tx).await?;
-        let busy = store::cooking(&mut *tx).await?;
+    /// Starts as many queued tickets as there are free ovens, oldest first, in the round's
+    /// transaction (which holds the oven lock).
+    async fn start_free(&self, tx: &mut Transaction<'static, Postgres>) -> Result<usize, StoreError> {
+        let busy = store::cooking(&mut **tx).await?;
         let free = i64::from(self.capacity) - busy;
         if free <= 0 {
-            tx.commit().await?;
             return Ok(0);
         }
-        let rows = store::lock_queued(&mut *tx, free).await?;
+        let rows = store::lock_queued(&mut **tx, free).await?;
         for row in &rows {
             let span = ticket_span("cook.start", row);
             async {
-                store::mark_cooking(&mut *tx, row.ticket_id, self.cook_time.as_secs_f64()).await?;
+                store::mark_cooking(&mut **tx, row.ticket_id, self.cook_time.as_secs_f64()).await?;
                 tracing::info!(ticket_id = %row.ticket_id, "ticket in the oven");
                 let event = KitchenEvent::from(OrderInPreparation {
                     order_id: row.order_id,
                     ticket_id: row.ticket_id,
                 });
-                self.effects.publish(&mut tx, event).await?;
+                self.effects.publish(tx, event).await?;
                 Ok::<_, StoreError>(())
             }
             .instrument(span)
             .await?;
         }
-        tx.commit().await?;
         Ok(rows.len())
     }
 }

@@ -169,14 +169,29 @@ pub async fn mark_cooking(
     Ok(())
 }
 
-/// One cooking ticket whose time is up, locked; rows another replica holds are skipped.
-pub async fn lock_one_done(db: impl PgExecutor<'_>) -> Result<Option<TicketRow>, StoreError> {
+/// Up to `limit` cooking tickets whose time is up, the earliest first, locked; rows another replica
+/// holds are skipped.
+pub async fn lock_done(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<TicketRow>, StoreError> {
     Ok(sqlx::query_as(
         "select ticket_id, order_id, items, status, trace_carrier from kitchen.tickets \
-         where status = 'cooking' and cook_until <= now() order by cook_until limit 1 for update skip locked",
+         where status = 'cooking' and cook_until <= now() order by cook_until limit $1 for update skip locked",
     )
-    .fetch_optional(db)
+    .bind(limit)
+    .fetch_all(db)
     .await?)
+}
+
+/// How long until the next cooking ticket is done, by the database's clock at the time of the call
+/// (`clock_timestamp()`, not the transaction's start): zero if one is due already, `None` if no
+/// ticket is cooking.
+pub async fn next_done_in(db: impl PgExecutor<'_>) -> Result<Option<std::time::Duration>, StoreError> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from min(cook_until) - clock_timestamp())::float8 from kitchen.tickets \
+         where status = 'cooking'",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(seconds.map(pizza_servicekit::background::seconds_from_now))
 }
 
 /// `cooking` → `ready`.

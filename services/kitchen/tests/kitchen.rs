@@ -46,7 +46,9 @@ fn config(kitchen_topic: &str, orders_topic: &str) -> Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         cook_seconds: 8.0,
         ovens: 4,
-        tick_ms: 25,
+        // Only notifications and due times may drive the loops here: a test passes on events, never
+        // on a poll.
+        safety_net_ms: 60_000,
         kitchen_events_topic: kitchen_topic.to_owned(),
         orders_events_topic: orders_topic.to_owned(),
         consumer_group: format!("kitchen-test-{}", Uuid::new_v4().simple()),
@@ -487,6 +489,33 @@ async fn a_cooking_ticket_cannot_be_picked_up_and_cancelling_it_twice_is_fine(
         code == 409 && body["type"] == problems::TICKET_CLOSED,
         "pickup after cancel: {code} {body}"
     );
+    app.stop().await
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_cancel_frees_its_oven_for_the_next_ticket_at_once(pool: PgPool) -> anyhow::Result<()> {
+    let topics = Topics::create().await?;
+    // One oven, 8 s × 50 = 400 s a ticket, and a safety net of a minute (see `config`): the second
+    // ticket can only start within the test because the cancel's notification wakes the ovens.
+    let mut settings = with_time_scale(config(&topics.kitchen, &topics.orders), 50.0);
+    settings.ovens = 1;
+    let app = TestApp::spawn(&pool, settings).await?;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    ensure!(app.post_ticket(first, items()).await?.0 == 201);
+    app.wait_for_status(first, "cooking").await?;
+    ensure!(app.post_ticket(second, items()).await?.0 == 201);
+    // The new ticket woke the ovens too: they looked, and the one oven is busy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        app.status(second).await? == "queued",
+        "one oven, busy: the second waits"
+    );
+
+    let (code, body) = app
+        .call(reqwest::Method::POST, &format!("/tickets/{first}/cancel"), None)
+        .await?;
+    ensure!(code == 200, "cancel: {code} {body}");
+    app.wait_for_status(second, "cooking").await?;
     app.stop().await
 }
 

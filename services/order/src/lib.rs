@@ -40,7 +40,6 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use pizza_messaging::Outbox;
@@ -142,10 +141,6 @@ impl Service for OrderService {
                 admin_token: self.config.common.admin_token.clone(),
             }),
         })
-    }
-
-    fn relay_poll(&self) -> Duration {
-        Duration::from_millis(100)
     }
 
     fn consumes(&self) -> Consumes<events::Progress> {

@@ -2,7 +2,9 @@
 //!
 //! Every service does durable work in rounds (the kitchen's ovens, the delivery drivers): each round
 //! reads what is due from PostgreSQL and takes it one step further, so a restart loses nothing and
-//! two replicas share the work. [`rounds`] is that loop. [`run`] starts it with the outbox relay and
+//! two replicas share the work. [`rounds`] is the plain loop on a fixed interval; [`scheduled`] and
+//! [`notified_rounds`] are the loop that sleeps until there is work (see "Waking on events"). [`run`]
+//! starts the service's loops with the outbox relay and
 //! the idempotent consumer of `pizza-messaging`, serves HTTP, and on shutdown stops all of them in
 //! the order that loses nothing: HTTP first (in-flight requests finish), then the background work
 //! (the relay finishes its round, the consumer commits its offsets).
@@ -25,6 +27,18 @@
 //!   plan with many crashes from spinning; a restart that fails is logged and tried again after the
 //!   same pause; a stop ends the loop at any point, the pause included.
 //!   [`RunStats::consumer_restarts`] counts the restarts.
+//!
+//! # Waking on events
+//! A loop that polls every 200 ms costs five transactions a second per loop per replica whether or
+//! not there is anything to do, and still adds up to 200 ms to every step of an order. A round of a
+//! [`scheduled`] loop instead says when its next piece of work is due (the earliest `cook_until`,
+//! the earliest `next_at`), and the loop sleeps exactly that long, or until it is woken: new work
+//! (a ticket inserted, an oven freed) arrives as a PostgreSQL `NOTIFY`, which [`listen`] turns into a
+//! [`Wake`]. NOTIFY is transactional (delivered at commit, only if the transaction commits) and
+//! reaches every replica, so a woken round always finds the rows that woke it. A notification can
+//! still be lost (the listening connection drops and reconnects); the loop then finds the work at its
+//! *safety net*, a slow fixed poll (a second by default), and [`listen`] wakes the loop after every
+//! reconnect so such a gap is closed at once.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -39,8 +53,9 @@ use pizza_messaging::{
 };
 use rdkafka::ClientConfig;
 use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// Runs `round` every `tick` until `shutdown` completes. A failed round is logged (as `"{what}
 /// round failed; retrying"`) and retried on the next tick: a database hiccup must not stop the
@@ -66,6 +81,134 @@ pub async fn rounds<F, Fut, T, E>(
             () = &mut shutdown => break,
             () = tokio::time::sleep(tick) => {}
         }
+    }
+}
+
+/// Wakes a [`scheduled`] loop ahead of its schedule. Clones wake the same loop. A wake that
+/// arrives while a round runs is kept, so the loop runs one more round right after it: work
+/// committed during a round is never left for the safety net.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// A wake for a new loop.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes the loop now, or at the end of the round it is in.
+    pub fn wake(&self) {
+        // One stored permit at most: any number of wakes during a round make one more round.
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// How long a [`scheduled`] loop waits after a failed round (or its safety net, if shorter): soon
+/// enough that a database hiccup costs an order little, slow enough not to flood the log.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+/// Runs `round` until `shutdown` completes, sleeping between rounds until the work the round said
+/// is next is due (`Ok(Some(in))`), `wake` is woken, or `safety_net` has passed, whichever comes
+/// first; `Ok(None)` means nothing is scheduled. A failed round is logged (as `"{what} round
+/// failed; retrying"`) and retried after [`RETRY_AFTER_FAILURE`]. Shutdown is checked between
+/// rounds, never in the middle of one, so a round's transaction always commits or rolls back whole.
+pub async fn scheduled<F, Fut, E>(
+    what: &str,
+    safety_net: Duration,
+    wake: Wake,
+    shutdown: impl Future<Output = ()>,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<Duration>, E>>,
+    E: Display,
+{
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let wait = match round().await {
+            Ok(next) => next.map_or(safety_net, |next| next.min(safety_net)),
+            Err(error) => {
+                tracing::warn!(%error, "{what} round failed; retrying");
+                RETRY_AFTER_FAILURE.min(safety_net)
+            }
+        };
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = wake.woken() => {}
+            // More is due already (a round takes a bounded batch): go on at once, but let a stop in.
+            () = tokio::task::yield_now(), if wait.is_zero() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A number of seconds from now read from the database (`extract(epoch from due - clock_timestamp())`)
+/// as the wait for [`scheduled`]: zero when it is past, saturated when it is absurdly far.
+pub fn seconds_from_now(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// [`scheduled`], woken by every `NOTIFY` on `channel` in the database of `pool` (see [`listen`]).
+pub async fn notified_rounds<F, Fut, E>(
+    what: &str,
+    (pool, channel): (&PgPool, &'static str),
+    safety_net: Duration,
+    shutdown: impl Future<Output = ()>,
+    round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<Duration>, E>>,
+    E: Display,
+{
+    let wake = Wake::new();
+    let listener = tokio::spawn(listen(pool.clone(), channel, wake.clone()));
+    scheduled(what, safety_net, wake, shutdown, round).await;
+    listener.abort();
+}
+
+/// Listens on `channel` and wakes `wake` on every notification, and after every (re)connect, since
+/// notifications sent while it was not listening are gone. Runs until aborted; a lost connection is
+/// re-established with back-off, the loop's safety net covering the gap.
+///
+/// The listening connection is its own, outside `pool` (with the pool's settings): a `PgListener`
+/// holds its connection for as long as it listens, and the pool is sized for the work.
+pub async fn listen(pool: PgPool, channel: &'static str, wake: Wake) {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut failures = 0u32;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&own).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                failures = 0;
+                wake.wake();
+                loop {
+                    match listener.try_recv().await {
+                        // `None`: the connection was lost and the next call re-establishes it;
+                        // what was sent meanwhile is gone, so look now.
+                        Ok(_) => wake.wake(),
+                        Err(error) => {
+                            tracing::warn!(%error, channel, "listening for wake-ups failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, channel, "listening for wake-ups failed; retrying"),
+        }
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(pizza_retry::Backoff::default().delay(failures)).await;
     }
 }
 
@@ -273,6 +416,106 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    /// Starts a [`scheduled`] loop whose rounds answer `next` and count themselves; the safety net
+    /// is an hour, so only a wake or a round's own schedule can start another round.
+    fn scheduled_loop(
+        next: Option<Duration>,
+    ) -> (
+        Arc<AtomicU32>,
+        Wake,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let wake = Wake::new();
+        let (stop, stopped) = watch::channel(false);
+        let counted = calls.clone();
+        let woken = wake.clone();
+        let task = tokio::spawn(async move {
+            scheduled(
+                "test",
+                Duration::from_secs(3600),
+                woken,
+                Stop(stopped).wait(),
+                move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async move { Ok::<_, &str>(next) }
+                },
+            )
+            .await
+        });
+        (calls, wake, stop, task)
+    }
+
+    async fn until_calls(calls: &AtomicU32, at_least: u32) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while calls.load(Ordering::SeqCst) < at_least {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{at_least} rounds within 5 s"));
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_loop_sleeps_until_woken_and_a_wake_during_a_round_is_kept() {
+        let (calls, wake, stop, task) = scheduled_loop(None);
+        until_calls(&calls, 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "nothing scheduled: no second round"
+        );
+        wake.wake();
+        until_calls(&calls, 2).await;
+        // A burst of wakes: one wakes the waiting loop, the rest are kept as one more round at most.
+        for _ in 0..10 {
+            wake.wake();
+        }
+        until_calls(&calls, 3).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after_burst = calls.load(Ordering::SeqCst);
+        assert!(
+            (3..=4).contains(&after_burst),
+            "ten wakes made {} rounds",
+            after_burst - 2
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop stops on shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_loop_runs_again_when_its_round_says_the_next_work_is_due() {
+        let (calls, _wake, stop, task) = scheduled_loop(Some(Duration::from_millis(10)));
+        until_calls(&calls, 5).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop stops on shutdown")
+            .unwrap();
+
+        // Work due now (a full batch): rounds back to back, and a stop still gets in.
+        let (calls, _wake, stop, task) = scheduled_loop(Some(Duration::ZERO));
+        until_calls(&calls, 100).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a loop with work due still stops")
+            .unwrap();
+    }
+
+    #[test]
+    fn seconds_from_the_database_become_a_wait() {
+        assert_eq!(seconds_from_now(-3.0), Duration::ZERO);
+        assert_eq!(seconds_from_now(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds_from_now(0.25), Duration::from_millis(250));
+        assert_eq!(seconds_from_now(f64::INFINITY), Duration::MAX);
+    }
 
     #[tokio::test]
     async fn rounds_keep_going_after_a_failure_and_stop_on_shutdown() {

@@ -113,9 +113,12 @@ pub trait Service: fmt::Debug + Sized + Send + 'static {
     /// The service's own routes; the host adds the health probes and the common layers.
     fn routes(&self) -> Router<AppState>;
 
-    /// How often the outbox relay looks for unpublished events at most (it never waits longer than
-    /// its own default).
-    fn relay_poll(&self) -> Duration;
+    /// The outbox relay's safety net: how long it waits at most for a notification of new rows
+    /// before it looks anyway (it wakes on the outbox's `NOTIFY`; see `pizza_messaging::relay`).
+    /// The relay's default unless a service has a reason to look more often.
+    fn relay_poll(&self) -> Duration {
+        pizza_messaging::RelayConfig::default().poll_interval
+    }
 
     /// The topics the service consumes, its consumer group, and the handler of their records.
     fn consumes(&self) -> Consumes<Self::Handler>;

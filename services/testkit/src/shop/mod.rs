@@ -224,7 +224,6 @@ impl Shop {
                     ("PIZZA_KITCHEN_GROUP", format!("kitchen-shop-{group}")),
                     ("PIZZA_KITCHEN_COOK_SECONDS", "8".into()),
                     ("PIZZA_KITCHEN_OVENS", "4".into()),
-                    ("PIZZA_KITCHEN_TICK_MS", "25".into()),
                 ],
                 Service::Delivery => vec![
                     ("PIZZA_DELIVERY_GROUP", format!("delivery-shop-{group}")),
@@ -233,7 +232,6 @@ impl Shop {
                     ("PIZZA_DELIVERY_UPDATES", "3".into()),
                     ("PIZZA_DELIVERY_PICKUP_RETRY_SECONDS", "2".into()),
                     ("PIZZA_DELIVERY_PICKUP_ATTEMPTS", "1000".into()),
-                    ("PIZZA_DELIVERY_TICK_MS", "25".into()),
                 ],
                 Service::Order => vec![
                     ("PIZZA_ORDER_GROUP", format!("order-shop-{group}")),
