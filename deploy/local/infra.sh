@@ -114,9 +114,10 @@ up_postgres() {
   else
     require_free_ports postgres "$PG_PORT"
     say "postgres: starting on 127.0.0.1:$PG_PORT"
-    # fsync stays on: the crash-and-restart tests depend on it.
+    # fsync stays on: the crash-and-restart tests depend on it. pg_stat_statements (part of Debian's
+    # package) lets `make bench` say which tables an order's writes go to.
     run_step postgres "read $log" pg_run "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $home -c max_connections=300" start
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $home -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" start
   fi
   head -n 1 "$data/postmaster.pid" >"$(pidfile postgres)"
   echo "postgres" >"$RUN/postgres/cmdmark"

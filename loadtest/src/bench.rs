@@ -12,7 +12,8 @@
 //!    that rate either way, so throughput is compared where it runs out.
 //! 3. **Spans dropped** at the sustained rate: the services' own span counters (queue full, export
 //!    failed) from the traced run.
-//! 4. **What an order costs** at every step ([`crate::cost`]): PostgreSQL commits, Kafka records and
+//! 4. **What an order costs** at every step ([`crate::cost`]): PostgreSQL transactions (those that
+//!    wrote, and every commit, reads included), Kafka records and
 //!    spans per completed order, spans a second; and each service's memory and CPU, idle (a window
 //!    before the arrivals start) and under load.
 
@@ -49,14 +50,15 @@ async fn measure(
     let pids = stack.pids().await;
     // The idle window: started and ready, no traffic yet.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (idle_from, idle_commits_from) = (
+    let (idle_from, idle_tx_from) = (
         cost::sample_all(&pids),
-        cost::commits(&target.database_url).await?,
+        cost::transactions(&target.database_url).await?,
     );
     tokio::time::sleep(IDLE_WINDOW).await;
-    let (load_from, load_commits_from) = (
+    let profiled = cost::start_write_profile(&target.database_url).await?;
+    let (load_from, load_tx_from) = (
         cost::sample_all(&pids),
-        cost::commits(&target.database_url).await?,
+        cost::transactions(&target.database_url).await?,
     );
     let platform = Platform::Managed(stack.clone());
     let run_options = RunOptions {
@@ -78,7 +80,13 @@ async fn measure(
     let load_to = cost::sample_all(&pids);
     // Stopped, the services' backends have flushed their counters: every commit is counted.
     stack.stop_services().await?;
-    let commits_to = cost::commits(&target.database_url).await?;
+    let load_tx = cost::transactions(&target.database_url).await? - load_tx_from;
+    let idle_tx = load_tx_from - idle_tx_from;
+    let writes_by_table = if profiled {
+        Some(cost::write_profile(&target.database_url).await?)
+    } else {
+        None
+    };
     let topics: Vec<String> = target.topics.values().cloned().collect();
     let kafka_records = cost::kafka_records(&target.kafka_bootstrap, &topics)?;
     let stack = Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("the managed shop is still in use"))?;
@@ -92,13 +100,16 @@ async fn measure(
             .get("completed")
             .copied()
             .unwrap_or(0) as u64,
-        commits: commits_to - load_commits_from,
+        commits: load_tx.commits,
+        writes: load_tx.writes,
         kafka_records,
         spans: dropped(&result.report).0,
         seconds: step.as_secs_f64(),
         load: cost::usage_all(&load_from, &load_to),
         idle: cost::usage_all(&idle_from, &load_from),
-        idle_commits_per_s: (load_commits_from - idle_commits_from) as f64 / IDLE_WINDOW.as_secs_f64(),
+        idle_commits_per_s: idle_tx.commits as f64 / IDLE_WINDOW.as_secs_f64(),
+        idle_writes_per_s: idle_tx.writes as f64 / IDLE_WINDOW.as_secs_f64(),
+        writes_by_table,
     };
     let out = dir.join(&scenario.name);
     result.write(&out)?;
@@ -144,12 +155,13 @@ async fn ladder(
         let rep = &r.report;
         let _ = writeln!(
             text,
-            "| {mode} | {rate} | {:.1} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            "| {mode} | {rate} | {:.1} | {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
             rep.arrivals.accepted_per_s,
             rep.arrivals.late_starts,
             rep.latency_ms.p99,
             rep.end_to_end_ms.p99,
             rep.orders.lost.len(),
+            c.writes_per_order(),
             c.commits_per_order(),
             c.records_per_order(),
             c.spans_per_order(),
@@ -175,9 +187,9 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
     );
     let _ = writeln!(
         text,
-        "| mode | rate/s | accepted/s | late starts | POST p99 ms | end-to-end p99 ms | lost | commits/order | Kafka records/order | spans/order | spans/s | sustained |"
+        "| mode | rate/s | accepted/s | late starts | POST p99 ms | end-to-end p99 ms | lost | writing tx/order | commits/order (reads too) | Kafka records/order | spans/order | spans/s | sustained |"
     );
-    let _ = writeln!(text, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(text, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let (traced_runs, traced_best) = ladder(rates, step, false, dir, &mut text).await?;
     let (untraced_runs, untraced_best) = ladder(rates, step, true, dir, &mut text).await?;
     let _ = writeln!(
@@ -188,6 +200,9 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
     );
     if let Some((rate, _, c)) = traced_runs.first() {
         resources(&mut text, *rate, c, traced_runs.last().map(|(r, _, c)| (*r, c)));
+    }
+    if let Some((rate, _, c)) = traced_runs.first() {
+        write_profile(&mut text, *rate, c);
     }
     let Some(rate) = traced_best else {
         return Ok(text);
@@ -230,13 +245,39 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
     Ok(text)
 }
 
+/// Where an order's writes go, at the lowest traced step (see [`crate::cost`]).
+fn write_profile(text: &mut String, rate: f64, c: &StepCost) {
+    let Some(tables) = &c.writes_by_table else {
+        let _ = writeln!(
+            text,
+            "\nWhere the writes go: not measured (the server does not load `pg_stat_statements`).\n"
+        );
+        return;
+    };
+    let _ = writeln!(
+        text,
+        "\nWhere the writes go at {rate}/s: statements that wrote, per completed order, by the table they \
+         write ({:.1} writing transactions per order in all):\n",
+        c.writes_per_order()
+    );
+    let _ = writeln!(text, "| table | statements/order |\n|---|---|");
+    for (table, calls) in tables.iter().take(15) {
+        let _ = writeln!(
+            text,
+            "| `{table}` | {:.2} |",
+            *calls as f64 / c.orders.max(1) as f64
+        );
+    }
+}
+
 /// The services' memory and CPU: idle (before the first, lowest step) and under load (the lowest
 /// and the highest step of the traced ladder).
 fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64, &StepCost)>) {
     let _ = writeln!(
         text,
-        "\nEach service's memory (resident, MB) and CPU (cores busy), traced; idle commits: {:.1}/s.\n",
-        low.idle_commits_per_s
+        "\nEach service's memory (resident, MB) and CPU (cores busy), traced; idle: {:.1} commits/s, of \
+         which {:.1} wrote.\n",
+        low.idle_commits_per_s, low.idle_writes_per_s
     );
     let mut header = format!("| service | idle MB | idle CPU | {low_rate}/s peak MB | {low_rate}/s CPU |");
     let mut rule = String::from("|---|---|---|---|---|");

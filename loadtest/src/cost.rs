@@ -2,11 +2,24 @@
 //! PostgreSQL commits, Kafka records, spans, and each service's memory and CPU.
 //!
 //! Every figure comes from outside the services, so it holds whatever the services think they do:
-//! - **commits**: `pg_stat_database.xact_commit` of the shop's own database (nobody else writes
-//!   there). PostgreSQL flushes a backend's counters at most once a second while it is busy, ten
-//!   seconds after it goes idle, and when it exits: the step's last reading is taken after the
-//!   services have stopped, so every commit of theirs is counted. The reading between steps (the
-//!   idle window) can lag by those ten seconds; it is a rate, not an audit.
+//! - **writes**: transactions that wrote something, from PostgreSQL's transaction id counter
+//!   (`pg_snapshot_xmax(pg_current_snapshot())`, the next id it will hand out; reading it hands none
+//!   out). Only a transaction that writes is given an id, so this is what an order costs the
+//!   database's write path (WAL, fsync at commit), whoever the transaction belonged to: the three
+//!   services, the engine, the relays and the consumers. The counter is the server's, not the
+//!   database's: the bench's server runs nothing else while it measures.
+//! - **commits**: `pg_stat_database.xact_commit` of the shop's own database (nobody else uses
+//!   it): every transaction, reads included, so also the load tester's `GET /orders/{id}` while it
+//!   follows the orders and the event streams' reads. PostgreSQL flushes a backend's counters at
+//!   most once a second while it is busy, ten seconds after it goes idle, and when it exits: the
+//!   step's last reading is taken after the services have stopped, so every commit of theirs is
+//!   counted. The reading between steps (the idle window) can lag by those ten seconds; it is a
+//!   rate, not an audit.
+//! - **where the writes go**: when the server has `pg_stat_statements` loaded (the native stack
+//!   starts PostgreSQL with it), the statements that wrote in the shop's database during the step,
+//!   counted per table they write (`insert into`, `update`, `delete from`, the first one in the
+//!   statement) and per completed order: the profile that says which part of the design the writes
+//!   come from. Without the extension the profile is left out, and the bench says so.
 //! - **Kafka records**: the sum of the high watermarks of the shop's topics, which are created
 //!   empty for the shop (dead-letter topics included when they exist).
 //! - **spans**: the services' own span counters (ended), written when they stop gracefully.
@@ -106,20 +119,129 @@ pub fn usage_all(
         .collect()
 }
 
-/// Transactions committed in the database of `database_url` so far (see the module docs for how
-/// fresh the counter is).
-pub async fn commits(database_url: &str) -> anyhow::Result<i64> {
+/// The database's transaction counters at one moment (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transactions {
+    /// Transactions committed in the database so far, reads included.
+    pub commits: i64,
+    /// Transaction ids the server has handed out so far: transactions that wrote.
+    pub writes: i64,
+}
+
+impl std::ops::Sub for Transactions {
+    type Output = Transactions;
+
+    fn sub(self, earlier: Transactions) -> Transactions {
+        Transactions {
+            commits: self.commits - earlier.commits,
+            writes: self.writes - earlier.writes,
+        }
+    }
+}
+
+/// The transaction counters of the database of `database_url` now (see the module docs for how
+/// fresh the commit counter is). Reading them writes nothing.
+pub async fn transactions(database_url: &str) -> anyhow::Result<Transactions> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(database_url)
         .await
         .context("connecting to read pg_stat_database")?;
-    let commits: i64 =
-        sqlx::query_scalar("select xact_commit from pg_stat_database where datname = current_database()")
-            .fetch_one(&pool)
-            .await?;
+    let (commits, writes): (i64, i64) = sqlx::query_as(
+        "select xact_commit, pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
+         from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await?;
     pool.close().await;
-    Ok(commits)
+    Ok(Transactions { commits, writes })
+}
+
+/// Starts a write profile of the database of `database_url`: creates `pg_stat_statements` there if
+/// the server has it loaded and forgets what it counted for this database so far. `Ok(false)`
+/// when the server does not have it (the profile is then left out).
+pub async fn start_write_profile(database_url: &str) -> anyhow::Result<bool> {
+    let pool = one_connection(database_url).await?;
+    let loaded: bool = sqlx::query_scalar(
+        "select 'pg_stat_statements' = any(string_to_array(current_setting('shared_preload_libraries'), ', '))",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if loaded {
+        sqlx::query("create extension if not exists pg_stat_statements")
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "select pg_stat_statements_reset(0, (select oid from pg_database where datname = current_database()), 0)",
+        )
+        .execute(&pool)
+        .await?;
+    }
+    pool.close().await;
+    Ok(loaded)
+}
+
+/// The statements that wrote in the database of `database_url` since [`start_write_profile`],
+/// summed per table they write, most first (see the module docs).
+pub async fn write_profile(database_url: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    let pool = one_connection(database_url).await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select query, calls from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    Ok(writes_by_table(&rows))
+}
+
+async fn one_connection(database_url: &str) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .with_context(|| "connecting to the shop's database for the bench's counters".to_string())
+}
+
+/// Sums `(statement, calls)` per table the statement writes; statements that write nothing (reads,
+/// `BEGIN`, `COMMIT`, locks) are left out.
+pub fn writes_by_table(statements: &[(String, i64)]) -> Vec<(String, i64)> {
+    let mut by_table: BTreeMap<String, i64> = BTreeMap::new();
+    for (query, calls) in statements {
+        if let Some(table) = written_table(query) {
+            *by_table.entry(table).or_default() += calls;
+        }
+    }
+    let mut sorted: Vec<(String, i64)> = by_table.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sorted
+}
+
+/// The first table a statement writes: the name after the first `insert into`, `update` (not a
+/// row lock's) or `delete from` (quotes dropped), if any.
+fn written_table(query: &str) -> Option<String> {
+    let words: Vec<String> = query.split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
+    let at = words.iter().enumerate().find_map(|(i, w)| match w.as_str() {
+        "insert" if words.get(i + 1).map(String::as_str) == Some("into") => Some(i + 2),
+        "delete" if words.get(i + 1).map(String::as_str) == Some("from") => Some(i + 2),
+        // Not a row lock (`for update`, `for no key update`) or an upsert's `do update`.
+        "update"
+            if !matches!(
+                i.checked_sub(1).and_then(|p| words.get(p)).map(String::as_str),
+                Some("for" | "key" | "do")
+            ) =>
+        {
+            Some(i + 1)
+        }
+        _ => None,
+    })?;
+    let name: String = words
+        .get(at)?
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '"'))
+        .filter(|c| *c != '"')
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Records written to `topics` and their dead-letter topics (`<topic>.dlq`) so far: the sum of
@@ -155,8 +277,10 @@ pub fn kafka_records(bootstrap: &str, topics: &[String]) -> anyhow::Result<u64> 
 pub struct StepCost {
     /// Orders that completed in the step.
     pub orders: u64,
-    /// PostgreSQL commits from the first arrival until the services stopped.
+    /// PostgreSQL commits from the first arrival until the services stopped, reads included.
     pub commits: i64,
+    /// Of those, the transactions that wrote (see the module docs).
+    pub writes: i64,
     /// Kafka records written to the shop's topics.
     pub kafka_records: u64,
     /// Spans the services ended.
@@ -169,6 +293,10 @@ pub struct StepCost {
     pub idle: BTreeMap<String, Usage>,
     /// Commits a second in the idle window.
     pub idle_commits_per_s: f64,
+    /// Writing transactions a second in the idle window.
+    pub idle_writes_per_s: f64,
+    /// Statements that wrote, per table, during the step; `None` without `pg_stat_statements`.
+    pub writes_by_table: Option<Vec<(String, i64)>>,
 }
 
 impl StepCost {
@@ -181,9 +309,14 @@ impl StepCost {
         }
     }
 
-    /// Commits per completed order.
+    /// Commits per completed order, reads included.
     pub fn commits_per_order(&self) -> f64 {
         self.per_order(self.commits as f64)
+    }
+
+    /// Writing transactions per completed order.
+    pub fn writes_per_order(&self) -> f64 {
+        self.per_order(self.writes as f64)
     }
 
     /// Kafka records per completed order.
@@ -244,16 +377,63 @@ mod tests {
     }
 
     #[test]
+    fn writes_are_summed_per_table_they_write_and_reads_are_left_out() {
+        let statements = [
+            (
+                "insert into \"kitchen\".outbox (event_id) values ($1)".to_string(),
+                5,
+            ),
+            (
+                "INSERT INTO kitchen.outbox (event_id) select * from unnest($1)".to_string(),
+                2,
+            ),
+            (
+                "update workflow.runs set status = $2 where id = $1".to_string(),
+                4,
+            ),
+            (
+                "with batch as (select id from \"orders\".outbox where published_at is null \
+                 for update skip locked) update \"orders\".outbox o set claimed_by = $1 from batch"
+                    .to_string(),
+                3,
+            ),
+            ("delete from orders.outbox where published_at < $1".to_string(), 1),
+            (
+                "select status from orders.orders where order_id = $1 for update".to_string(),
+                9,
+            ),
+            ("BEGIN".to_string(), 20),
+            (
+                "insert into orders.payments (k) values ($1) on conflict (k) do update set k = $1"
+                    .to_string(),
+                1,
+            ),
+            ("select pg_notify($1, '')".to_string(), 1),
+        ];
+        assert_eq!(
+            writes_by_table(&statements),
+            vec![
+                ("kitchen.outbox".to_string(), 7),
+                ("orders.outbox".to_string(), 4),
+                ("workflow.runs".to_string(), 4),
+                ("orders.payments".to_string(), 1),
+            ]
+        );
+    }
+
+    #[test]
     fn per_order_figures_divide_by_completed_orders() {
         let c = StepCost {
             orders: 10,
             commits: 250,
+            writes: 120,
             kafka_records: 80,
             spans: 400,
             seconds: 5.0,
             ..StepCost::default()
         };
         assert_eq!(c.commits_per_order(), 25.0);
+        assert_eq!(c.writes_per_order(), 12.0);
         assert_eq!(c.records_per_order(), 8.0);
         assert_eq!(c.spans_per_order(), 40.0);
         assert_eq!(c.spans_per_s(), 80.0);
