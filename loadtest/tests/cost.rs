@@ -19,7 +19,10 @@ async fn a_writing_transaction_moves_the_write_counter_and_reading_it_does_not()
         .unwrap();
 
     // The native stack loads pg_stat_statements (deploy/local/infra.sh), so the profile is on.
-    assert!(cost::start_write_profile(&url).await.unwrap(), "pg_stat_statements is loaded");
+    assert!(
+        cost::start_write_profile(&url).await.unwrap(),
+        "pg_stat_statements is loaded"
+    );
     let before = cost::transactions(&url).await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     for n in 0..3 {
@@ -36,7 +39,11 @@ async fn a_writing_transaction_moves_the_write_counter_and_reading_it_does_not()
     assert!(moved.writes >= 1, "{moved:?}");
     let profile = cost::write_profile(&url).await.unwrap();
     let probe = profile.iter().find(|(table, _)| table == "cost_probe");
-    assert_eq!(probe.map(|(_, n)| *n), Some(3), "three inserts into the probe: {profile:?}");
+    assert_eq!(
+        probe.map(|(_, n)| *n),
+        Some(3),
+        "three inserts into the probe: {profile:?}"
+    );
 
     // Reading the counters back to back: they hand out no transaction id themselves. Another test
     // writing between the two reads would move them, so look for one quiet pair in a few tries.

@@ -44,9 +44,6 @@ pub const DRIVER_FAULT: &str = "driver";
 pub const NOTIFY_CHANNEL: &str = "delivery_deliveries";
 /// The most deliveries one round takes a step further; more due ones go in the next round, at once.
 pub const STEP_BATCH: i64 = 32;
-/// Added to the wait for the next step, so the round that wakes for it finds it due by the
-/// database's clock (timers fire on the millisecond; the database's clock has microseconds).
-const DUE_SLACK: Duration = Duration::from_millis(2);
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,9 +140,7 @@ impl Drivers {
         let next_due = if rows.len() as i64 == STEP_BATCH {
             Some(Duration::ZERO)
         } else {
-            store::next_due_in(&mut *tx)
-                .await?
-                .map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
+            pizza_servicekit::background::until_due(store::next_due_in(&mut *tx).await?)
         };
         tx.commit().await?;
         Ok(Round {

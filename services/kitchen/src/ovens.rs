@@ -42,9 +42,6 @@ pub const OVEN_FAILURE: &str = "oven-failure";
 pub const NOTIFY_CHANNEL: &str = "kitchen_tickets";
 /// The most tickets one round takes out of the ovens; more due ones go in the next round, at once.
 pub const FINISH_BATCH: i64 = 64;
-/// Added to the wait for the next finish, so the round that wakes for it finds it due by the
-/// database's clock (timers fire on the millisecond; the database's clock has microseconds).
-const DUE_SLACK: Duration = Duration::from_millis(2);
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,9 +105,7 @@ impl Ovens {
         round.next_due = if done.len() as i64 == FINISH_BATCH {
             Some(Duration::ZERO)
         } else {
-            store::next_done_in(&mut *tx)
-                .await?
-                .map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
+            pizza_servicekit::background::until_due(store::next_done_in(&mut *tx).await?)
         };
         tx.commit().await?;
         Ok(round)

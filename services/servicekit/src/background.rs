@@ -153,6 +153,17 @@ pub fn seconds_from_now(seconds: f64) -> Duration {
     Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }
 
+/// Added to a wait for work due at a time the database set, so the round that wakes for it finds
+/// it due by the database's clock (timers fire on the millisecond; the database's clock has
+/// microseconds).
+pub const DUE_SLACK: Duration = Duration::from_millis(2);
+
+/// The wait a round hands [`scheduled`] for work due in `due` (from [`seconds_from_now`]): at once
+/// if it is due, else [`DUE_SLACK`] after it.
+pub fn until_due(due: Option<Duration>) -> Option<Duration> {
+    due.map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
+}
+
 /// [`scheduled`], woken by every `NOTIFY` on `channel` in the database of `pool` (see [`listen`]).
 pub async fn notified_rounds<F, Fut, E>(
     what: &str,
@@ -515,6 +526,12 @@ mod tests {
         assert_eq!(seconds_from_now(f64::NAN), Duration::ZERO);
         assert_eq!(seconds_from_now(0.25), Duration::from_millis(250));
         assert_eq!(seconds_from_now(f64::INFINITY), Duration::MAX);
+        assert_eq!(until_due(Some(Duration::ZERO)), Some(Duration::ZERO));
+        assert_eq!(
+            until_due(Some(Duration::from_millis(10))),
+            Some(Duration::from_millis(12))
+        );
+        assert_eq!(until_due(None), None);
     }
 
     #[tokio::test]
