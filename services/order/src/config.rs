@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pizza_contracts::topics;
 use pizza_servicekit::ServiceConfig;
-use pizza_servicekit::config::parse_scale;
+use pizza_servicekit::config::{parse_scale, parse_timeout_seconds};
 
 /// Everything the order service needs to start.
 #[derive(Debug, Clone, clap::Parser)]
@@ -54,10 +54,10 @@ pub struct Config {
     #[arg(long, env = "PIZZA_WORKFLOW_LEASE_SECONDS", default_value_t = 10.0, value_parser = parse_scale)]
     pub workflow_lease_seconds: f64,
     /// How long the order waits for the kitchen to report it ready, before scaling, in seconds.
-    #[arg(long, env = "PIZZA_ORDER_KITCHEN_TIMEOUT_SECONDS", default_value_t = 120.0, value_parser = parse_scale)]
+    #[arg(long, env = "PIZZA_ORDER_KITCHEN_TIMEOUT_SECONDS", default_value_t = 120.0, value_parser = parse_timeout_seconds)]
     pub kitchen_timeout_seconds: f64,
     /// How long the order waits for the delivery, before scaling, in seconds.
-    #[arg(long, env = "PIZZA_ORDER_DELIVERY_TIMEOUT_SECONDS", default_value_t = 180.0, value_parser = parse_scale)]
+    #[arg(long, env = "PIZZA_ORDER_DELIVERY_TIMEOUT_SECONDS", default_value_t = 180.0, value_parser = parse_timeout_seconds)]
     pub delivery_timeout_seconds: f64,
     /// The pause between delivery and the feedback request, before scaling, in seconds.
     #[arg(long, env = "PIZZA_ORDER_FEEDBACK_DELAY_SECONDS", default_value_t = 10.0, value_parser = parse_scale)]

@@ -84,6 +84,20 @@ pub fn parse_scale(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A timeout in seconds: a number above 0 and at most a day. Wider than [`parse_scale`]: a timeout
+/// is scaled by the time scale, and a shop at a small scale that must ride out an outage of real
+/// seconds needs a long one.
+pub fn parse_timeout_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} must be a number of seconds above 0 and at most 86400 (a day)"
+        ))
+    }
+}
+
 /// A Kafka `group.instance.id` and a lease owner: 1 to 200 characters of `[A-Za-z0-9._-]`.
 fn parse_instance_id(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
@@ -142,6 +156,15 @@ mod tests {
                 parse(&["--database-url", "x", "--time-scale", bad]).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_timeout_may_be_long_but_not_endless_or_negative() {
+        assert_eq!(parse_timeout_seconds("2000"), Ok(2000.0));
+        assert_eq!(parse_timeout_seconds("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "86401", "inf", "nan", "soon"] {
+            assert!(parse_timeout_seconds(bad).is_err(), "{bad}");
         }
     }
 
