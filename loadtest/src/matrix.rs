@@ -319,10 +319,19 @@ pub async fn run_scenario(options: &MatrixOptions, scenario: &Scenario) -> anyho
             let scenario = expectations_for(&scenario, variant);
             let mut run_options = RunOptions::new("managed", variant.topology);
             run_options.sampled = variant.sampled;
-            // Spans are in Jaeger within seconds of the orders' end on a quiet machine; what a kill
-            // lost never comes, so crash scenarios wait this out. 60 s leaves room for a machine
-            // busy with other suites (CI builds the compose images meanwhile).
-            run_options.trace_patience = Duration::from_secs(60);
+            // Spans are in Jaeger within seconds of the orders' end on a quiet machine. What a kill
+            // lost never comes, so a crash scenario waits its patience out whole: 60 s there. Where
+            // nothing is killed an incomplete trace is only late, and the wait ends as soon as it is
+            // whole, so a longer patience costs nothing on a quiet machine and keeps a machine busy
+            // with other suites (a cold CI run builds the compose images meanwhile; one took 80 s to
+            // show the last order's spans) from failing a scenario on its speed.
+            let kills = scenario.faults.iter().any(|f| {
+                matches!(
+                    f.action,
+                    crate::scenario::Action::Kill | crate::scenario::Action::RandomKills
+                )
+            });
+            run_options.trace_patience = Duration::from_secs(if kills { 60 } else { 180 });
             // Three progress bars at once would garble each other: only the first speaks.
             run_options.quiet = options.quiet || i > 0;
             async move { crate::run(&scenario, &target, &platform, &run_options).await }
