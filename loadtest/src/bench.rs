@@ -268,6 +268,7 @@ fn write_profile(text: &mut String, rate: f64, c: &StepCost) {
             *calls as f64 / c.orders.max(1) as f64
         );
     }
+    text.push('\n');
 }
 
 /// The services' memory and CPU: idle (before the first, lowest step) and under load (the lowest
