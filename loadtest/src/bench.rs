@@ -82,7 +82,7 @@ async fn measure(
     stack.stop_services().await?;
     let load_tx = cost::transactions(&target.database_url).await? - load_tx_from;
     let idle_tx = load_tx_from - idle_tx_from;
-    let writes_by_table = if profiled {
+    let statements = if profiled {
         Some(cost::write_profile(&target.database_url).await?)
     } else {
         None
@@ -109,7 +109,7 @@ async fn measure(
         idle: cost::usage_all(&idle_from, &load_from),
         idle_commits_per_s: idle_tx.commits as f64 / IDLE_WINDOW.as_secs_f64(),
         idle_writes_per_s: idle_tx.writes as f64 / IDLE_WINDOW.as_secs_f64(),
-        writes_by_table,
+        statements,
     };
     let out = dir.join(&scenario.name);
     result.write(&out)?;
@@ -247,7 +247,7 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
 
 /// Where an order's writes go, at the lowest traced step (see [`crate::cost`]).
 fn write_profile(text: &mut String, rate: f64, c: &StepCost) {
-    let Some(tables) = &c.writes_by_table else {
+    let Some(profile) = &c.statements else {
         let _ = writeln!(
             text,
             "\nWhere the writes go: not measured (the server does not load `pg_stat_statements`).\n"
@@ -261,11 +261,23 @@ fn write_profile(text: &mut String, rate: f64, c: &StepCost) {
         c.writes_per_order()
     );
     let _ = writeln!(text, "| table | statements/order |\n|---|---|");
-    for (table, calls) in tables.iter().take(15) {
+    let per_order = |calls: i64| calls as f64 / c.orders.max(1) as f64;
+    for (table, calls) in profile.writes_by_table.iter().take(15) {
+        let _ = writeln!(text, "| `{table}` | {:.2} |", per_order(*calls));
+    }
+    let _ = writeln!(
+        text,
+        "\nThe statements called most at {rate}/s, reads and `BEGIN`/`COMMIT` included, per completed \
+         order ({:.1} commits per order in all):\n",
+        per_order(c.commits)
+    );
+    let _ = writeln!(text, "| statement | calls/order |\n|---|---|");
+    for (statement, calls) in &profile.most_called {
         let _ = writeln!(
             text,
-            "| `{table}` | {:.2} |",
-            *calls as f64 / c.orders.max(1) as f64
+            "| `{}` | {:.2} |",
+            statement.replace('|', "\\|"),
+            per_order(*calls)
         );
     }
     text.push('\n');

@@ -181,18 +181,49 @@ pub async fn start_write_profile(database_url: &str) -> anyhow::Result<bool> {
     Ok(loaded)
 }
 
-/// The statements that wrote in the database of `database_url` since [`start_write_profile`],
-/// summed per table they write, most first (see the module docs).
-pub async fn write_profile(database_url: &str) -> anyhow::Result<Vec<(String, i64)>> {
+/// What the database of `database_url` ran since [`start_write_profile`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatementProfile {
+    /// Statements that wrote, summed per table they write, most first.
+    pub writes_by_table: Vec<(String, i64)>,
+    /// Every statement, reads and `BEGIN`/`COMMIT` included, most called first, as
+    /// [`statement_label`] shortens it: where the round trips (and the server's per-statement work)
+    /// go.
+    pub most_called: Vec<(String, i64)>,
+}
+
+/// How many statements [`StatementProfile::most_called`] keeps.
+const MOST_CALLED: usize = 12;
+
+/// The statements that ran in the database of `database_url` since [`start_write_profile`] (see
+/// the module docs).
+pub async fn write_profile(database_url: &str) -> anyhow::Result<StatementProfile> {
     let pool = one_connection(database_url).await?;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select query, calls from pg_stat_statements \
-         where dbid = (select oid from pg_database where datname = current_database())",
+         where dbid = (select oid from pg_database where datname = current_database()) \
+         order by calls desc",
     )
     .fetch_all(&pool)
     .await?;
     pool.close().await;
-    Ok(writes_by_table(&rows))
+    Ok(StatementProfile {
+        writes_by_table: writes_by_table(&rows),
+        most_called: rows
+            .iter()
+            .take(MOST_CALLED)
+            .map(|(q, n)| (statement_label(q), *n))
+            .collect(),
+    })
+}
+
+/// A statement in one line, whitespace collapsed, cut at 90 characters.
+pub fn statement_label(query: &str) -> String {
+    let one_line = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(90) {
+        Some((at, _)) => format!("{}…", &one_line[..at]),
+        None => one_line,
+    }
 }
 
 async fn one_connection(database_url: &str) -> anyhow::Result<sqlx::PgPool> {
@@ -295,8 +326,8 @@ pub struct StepCost {
     pub idle_commits_per_s: f64,
     /// Writing transactions a second in the idle window.
     pub idle_writes_per_s: f64,
-    /// Statements that wrote, per table, during the step; `None` without `pg_stat_statements`.
-    pub writes_by_table: Option<Vec<(String, i64)>>,
+    /// The statements of the step; `None` without `pg_stat_statements`.
+    pub statements: Option<StatementProfile>,
 }
 
 impl StepCost {
@@ -342,6 +373,15 @@ impl StepCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_label_is_one_line_and_short() {
+        assert_eq!(statement_label("select 1\n   from  t"), "select 1 from t");
+        let long = format!("select {} from t", "x, ".repeat(60));
+        let label = statement_label(&long);
+        assert_eq!(label.chars().count(), 91, "90 characters and an ellipsis");
+        assert!(label.ends_with('…'));
+    }
 
     #[test]
     fn reads_cpu_ticks_past_a_command_name_with_spaces_and_parentheses() {

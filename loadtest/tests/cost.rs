@@ -38,11 +38,21 @@ async fn a_writing_transaction_moves_the_write_counter_and_reading_it_does_not()
     // Other tests may write on the same server meanwhile: at least ours, one id for three rows.
     assert!(moved.writes >= 1, "{moved:?}");
     let profile = cost::write_profile(&url).await.unwrap();
-    let probe = profile.iter().find(|(table, _)| table == "cost_probe");
+    let probe = profile
+        .writes_by_table
+        .iter()
+        .find(|(table, _)| table == "cost_probe");
     assert_eq!(
         probe.map(|(_, n)| *n),
         Some(3),
         "three inserts into the probe: {profile:?}"
+    );
+    assert!(
+        profile
+            .most_called
+            .iter()
+            .any(|(statement, calls)| statement == "insert into cost_probe values ($1)" && *calls == 3),
+        "the probe's insert among the most called, with its three calls: {profile:?}"
     );
 
     // Reading the counters back to back: they hand out no transaction id themselves. Another test

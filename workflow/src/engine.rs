@@ -11,7 +11,7 @@ use pizza_telemetry::Topology;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
@@ -357,9 +357,29 @@ impl Engine {
         payload: &T,
         idempotency_key: Option<&str>,
     ) -> Result<bool, Error> {
-        let payload = serde_json::to_value(payload)?;
         let mut tx = self.shared.pool.begin().await?;
-        let target = store::signal_target(&mut tx, run_id)
+        let stored = self
+            .signal_in(&mut tx, run_id, name, payload, idempotency_key)
+            .await?;
+        tx.commit().await?;
+        self.shared.wake_local.notify_waiters();
+        Ok(stored)
+    }
+
+    /// [`signal`](Self::signal) in the caller's transaction: the signal is stored, and the run woken,
+    /// only if that transaction commits, together with whatever else it writes (a consumer's inbox
+    /// entry and the state change the event makes, say): one commit, and no signal without its cause.
+    /// The run's workers learn of it from the database's notification at the commit.
+    pub async fn signal_in<T: Serialize>(
+        &self,
+        conn: &mut PgConnection,
+        run_id: Uuid,
+        name: &str,
+        payload: &T,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool, Error> {
+        let payload = serde_json::to_value(payload)?;
+        let target = store::signal_target(&mut *conn, run_id)
             .await?
             .ok_or(Error::NotFound(run_id))?;
         if target.status.is_terminal() {
@@ -373,11 +393,9 @@ impl Engine {
         let span = telemetry::signal_send_span(&identity, &target.carrier, name);
         let sender = telemetry::carrier_of(&span);
         let now = self.shared.clock.now();
-        let stored = store::insert_signal(&mut tx, run_id, name, &payload, idempotency_key, &sender, now)
+        let stored = store::insert_signal(&mut *conn, run_id, name, &payload, idempotency_key, &sender, now)
             .instrument(span.clone())
             .await?;
-        tx.commit().await?;
-        self.shared.wake_local.notify_waiters();
         Ok(stored)
     }
 

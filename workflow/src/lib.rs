@@ -73,7 +73,7 @@ pub mod telemetry;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{StepContext, WorkflowContext};
+pub use context::{StepContext, StepTransaction, StepTx, WorkflowContext};
 pub use core::{AttemptStatus, RetryPolicy, RunStatus, StepKind};
 pub use engine::{Engine, EngineBuilder, RunInfo, StartOptions, StepRecord, Workflows};
 pub use error::{Error, RunError, StepError, WorkflowError};

@@ -489,7 +489,7 @@ impl EndColumns {
 /// Records an attempt in one statement, fenced by the lease: one round trip and one commit. `Err(
 /// LeaseLost)` if the lease is gone (nothing is written).
 pub(crate) async fn record_attempt(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     lease: &Lease,
     a: RecordedAttempt<'_>,
 ) -> Result<(), WorkflowError> {
@@ -514,7 +514,7 @@ pub(crate) async fn record_attempt(
     .bind(end_columns.retry_at)
     .bind(a.started_at)
     .bind(a.end.as_ref().map(|(_, at)| *at))
-    .execute(pool)
+    .execute(db)
     .await?;
     fenced(inserted)
 }
@@ -576,15 +576,15 @@ pub(crate) async fn record_interrupt(
 /// something woke the run while it executed (`wake_seq` moved), it is made due at once and keeps that
 /// cause instead: without this, a signal arriving between the mailbox check and the park would sleep
 /// until the wait's timeout.
-pub(crate) async fn park(
-    conn: &mut PgConnection,
-    lease: &Lease,
-    seen_wake_seq: i64,
-    until: OffsetDateTime,
-    now: OffsetDateTime,
-    wake: &[(String, String)],
-    reason: &str,
-) -> Result<(), WorkflowError> {
+pub(crate) async fn park(conn: &mut PgConnection, args: ParkArgs<'_>) -> Result<(), WorkflowError> {
+    let ParkArgs {
+        lease,
+        seen_wake_seq,
+        until,
+        now,
+        wake,
+        reason,
+    } = args;
     let updated = sqlx::query(
         "update workflow.runs set status = 'sleeping', lease_owner = null, \
              available_at = case when wake_seq <> $4 then $5 else $6 end, \
@@ -786,6 +786,130 @@ pub(crate) async fn consume_signal(
         })
     })
     .transpose()
+}
+
+/// Whether the run's mailbox holds a signal `name` no wait has taken: a wait's look before it parks,
+/// one read and no transaction (the taking itself is `consume_signal`'s, in the wait's transaction).
+pub(crate) async fn has_signal(pool: &PgPool, run_id: Uuid, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from workflow.signals \
+                        where run_id = $1 and signal_name = $2 and consumed_by_step is null)",
+    )
+    .bind(run_id)
+    .bind(name)
+    .fetch_one(pool)
+    .await
+}
+
+/// A wait that began in an execution that then parks: its `waiting` row (and, for a child wait, the
+/// child run), written with the park.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitStart {
+    pub step_index: u32,
+    pub step_name: String,
+    pub kind: StepKind,
+    pub wake_at: OffsetDateTime,
+    pub started_at: OffsetDateTime,
+    pub child: Option<ChildStart>,
+}
+
+impl WaitStart {
+    /// A wait without a child.
+    pub(crate) fn new(
+        step_index: u32,
+        step_name: &str,
+        kind: StepKind,
+        started_at: OffsetDateTime,
+        wake_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            step_index,
+            step_name: step_name.to_owned(),
+            kind,
+            wake_at,
+            started_at,
+            child: None,
+        }
+    }
+}
+
+/// A child run to create.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildStart {
+    pub id: Uuid,
+    pub workflow_name: String,
+    pub input: Value,
+    /// `parent/index`: a child is started once per position.
+    pub idempotency_key: String,
+    /// The child's create span.
+    pub carrier: Vec<(String, String)>,
+    pub labels: Labels,
+}
+
+/// Creates the child run of `parent` (or finds the one this position created); returns its id.
+pub(crate) async fn insert_child(
+    conn: &mut PgConnection,
+    parent: Uuid,
+    created_at: OffsetDateTime,
+    child: &ChildStart,
+) -> Result<Uuid, sqlx::Error> {
+    let run = NewRun {
+        id: child.id,
+        workflow_name: &child.workflow_name,
+        input: &child.input,
+        idempotency_key: Some(&child.idempotency_key),
+        parent_run_id: Some(parent),
+        carrier: &child.carrier,
+        created_at,
+        deadline_at: None,
+        labels: &child.labels,
+    };
+    Ok(insert_run(conn, run).await?.0)
+}
+
+/// Records the start of a wait and parks the run (see [`park`]), in one transaction: the wait's
+/// row is only ever on record for a run that parked for it. The park is the fence: if the lease is
+/// gone, neither is written.
+pub(crate) async fn park_waiting(
+    pool: &PgPool,
+    park_args: ParkArgs<'_>,
+    wait: Option<&WaitStart>,
+) -> Result<(), WorkflowError> {
+    let Some(wait) = wait else {
+        let mut conn = pool.acquire().await?;
+        return park(&mut conn, park_args).await;
+    };
+    let mut tx = pool.begin().await?;
+    let child_run_id = match &wait.child {
+        Some(child) => Some(insert_child(&mut tx, park_args.lease.run_id, wait.started_at, child).await?),
+        None => None,
+    };
+    let row = NewAttempt {
+        step_index: wait.step_index,
+        step_name: &wait.step_name,
+        kind: wait.kind,
+        attempt: 1,
+        status: AttemptStatus::Waiting,
+        output: None,
+        wake_at: Some(wait.wake_at),
+        child_run_id,
+        started_at: wait.started_at,
+    };
+    insert_attempt(&mut tx, park_args.lease.run_id, row).await?;
+    park(&mut tx, park_args).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a park writes (see [`park`]).
+#[derive(Debug)]
+pub(crate) struct ParkArgs<'a> {
+    pub lease: &'a Lease,
+    pub seen_wake_seq: i64,
+    pub until: OffsetDateTime,
+    pub now: OffsetDateTime,
+    pub wake: &'a [(String, String)],
+    pub reason: &'a str,
 }
 
 /// Asks a run to stop. Returns its status, or `None` if there is no such run.

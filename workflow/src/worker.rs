@@ -363,7 +363,14 @@ impl Execution {
         }
         let reason = summary.suspended.map(|(_, r)| r.as_str()).unwrap_or("timer");
         match self
-            .carry_out(&run, &lease, &identity, &span, action, reason)
+            .carry_out(
+                &run,
+                &lease,
+                &identity,
+                &span,
+                action,
+                (reason, summary.wait_start),
+            )
             .await
         {
             Ok(()) => {}
@@ -385,7 +392,7 @@ impl Execution {
         identity: &RunIdentity,
         span: &tracing::Span,
         action: RunAction,
-        reason: &str,
+        (reason, wait): (&str, Option<store::WaitStart>),
     ) -> Result<(), WorkflowError> {
         let now = self.shared.clock.now();
         let (status, output, error) = match action {
@@ -394,8 +401,15 @@ impl Execution {
                 // This execution is what wakes the run next (a timer, a retry), unless a signal or a
                 // child arrives first and records itself instead.
                 let me = propagation::context_to_carrier(&span.context());
-                let mut conn = self.shared.pool.acquire().await?;
-                store::park(&mut conn, lease, run.wake_seq, until, now, &me, reason).await?;
+                let park = store::ParkArgs {
+                    lease,
+                    seen_wake_seq: run.wake_seq,
+                    until,
+                    now,
+                    wake: &me,
+                    reason,
+                };
+                store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
                 // This process's idle workers may be sleeping until a later time than this one.
                 self.shared.wake_local.notify_waiters();
                 telemetry::record_ok(span);

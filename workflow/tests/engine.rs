@@ -496,6 +496,135 @@ async fn a_panicking_workflow_fails_its_run_instead_of_retrying_forever(pool: Pg
     assert_eq!(done.executions, 1);
 }
 
+/// Whether the run's `waiting` attempt was written by the transaction that last wrote the run's row
+/// (its park): `xmin` is the id of the transaction that wrote a row version.
+async fn wait_written_with_park(pool: &PgPool, run: Uuid, step: &str) -> bool {
+    sqlx::query_scalar(
+        "select a.xmin::text = r.xmin::text from workflow.step_attempts a \
+         join workflow.runs r on r.id = a.run_id \
+         where r.id = $1 and a.step_name = $2 and a.status = 'waiting'",
+    )
+    .bind(run)
+    .bind(step)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_wait_that_parks_the_run_is_recorded_in_the_parks_own_transaction(pool: PgPool) {
+    migrated(&pool).await;
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let workflows = Workflows::new()
+        .register("parks", |ctx, _: ()| async move {
+            let () = ctx.run_workflow("held", &(), Duration::from_secs(3600)).await?;
+            let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+            ctx.sleep("rest", Duration::from_secs(3600)).await?;
+            Ok::<_, WorkflowError>(got)
+        })
+        .register("held", |ctx, _: ()| async move {
+            let _: Option<()> = ctx.wait_for_signal("release", Duration::from_secs(3600)).await?;
+            Ok::<_, WorkflowError>(())
+        });
+    let engine = Engine::builder(pool.clone())
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("parks", &(), StartOptions::default()).await.unwrap();
+    let child = eventually("the child started and parked", WAIT, || async {
+        let child = engine.history(run).await.unwrap().first()?.child_run_id?;
+        (engine.status(child).await.unwrap().status == RunStatus::Sleeping).then_some(child)
+    })
+    .await;
+    assert!(
+        wait_written_with_park(&pool, run, "held").await,
+        "the child run, its wait's row and the parent's park: one commit"
+    );
+    engine.signal(child, "release", &(), None).await.unwrap();
+    eventually("the signal wait parked", WAIT, || async {
+        let history = engine.history(run).await.unwrap();
+        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
+        (parked && history.iter().any(|s| s.step_name == "go")).then_some(())
+    })
+    .await;
+    assert!(
+        wait_written_with_park(&pool, run, "go").await,
+        "the signal wait's row and the park: one commit"
+    );
+    engine.signal(run, "go", &"now", None).await.unwrap();
+    eventually("the sleep parked", WAIT, || async {
+        let history = engine.history(run).await.unwrap();
+        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
+        (parked && history.iter().any(|s| s.step_name == "rest")).then_some(())
+    })
+    .await;
+    assert!(
+        wait_written_with_park(&pool, run, "rest").await,
+        "the sleep's row and the park: one commit"
+    );
+    clock.advance(Duration::from_secs(3600));
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!("now")));
+    let history = engine.history(run).await.unwrap();
+    assert!(
+        history.iter().all(|s| s.status == AttemptStatus::Completed),
+        "both waits closed: {history:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_writes_once(pool: PgPool) {
+    migrated(&pool).await;
+    sqlx::query("create table effects (attempt int not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let workflows = Workflows::new().register("ledger", |ctx, _: ()| async move {
+        let attempt: u32 = ctx
+            .run_tx("write", fast_retries(3), |step, tx| async move {
+                let failed = |e: sqlx::Error| StepError::retryable("database", e.to_string());
+                let mut tx = tx.transaction().await.map_err(failed)?;
+                sqlx::query("insert into effects (attempt) values ($1)")
+                    .bind(step.attempt as i32)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(failed)?;
+                if step.attempt == 1 {
+                    return Err(StepError::retryable(
+                        "flaky",
+                        "the first attempt fails after its write",
+                    ));
+                }
+                Ok(step.attempt)
+            })
+            .await?;
+        Ok::<_, WorkflowError>(attempt)
+    });
+    let engine = Engine::builder(pool.clone()).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine
+        .start("ledger", &(), StartOptions::default())
+        .await
+        .unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!(2)));
+    let written: Vec<i32> = sqlx::query_scalar("select attempt from effects")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(written, vec![2], "the failed attempt's write was rolled back");
+    let statuses: Vec<AttemptStatus> = engine
+        .history(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(statuses, vec![AttemptStatus::Failed, AttemptStatus::Completed]);
+}
+
 #[sqlx::test(migrations = false)]
 async fn time_is_injected_so_an_hour_long_sleep_ends_when_the_clock_is_moved(pool: PgPool) {
     migrated(&pool).await;

@@ -33,9 +33,22 @@ fn config(id: &str, lease: Duration) -> WorkerConfig {
     }
 }
 
+/// How the step writes its side effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// `run`: in a transaction of the step's own, committed before the engine records the attempt.
+    Own,
+    /// `run_tx`: in the step's transaction, which the engine's record of the attempt commits.
+    InStepTx,
+}
+
 /// One step whose side effect is a row in `effects` (one per attempt that ran, with the step's
 /// idempotency key); the run returns `[attempt that completed the step, execution that ended it]`.
 fn workflows(pool: PgPool) -> Workflows {
+    workflows_with(pool, Effect::Own)
+}
+
+fn workflows_with(pool: PgPool, effect: Effect) -> Workflows {
     Workflows::new().register(FLOW, move |ctx, _: ()| {
         let pool = pool.clone();
         async move {
@@ -44,17 +57,35 @@ fn workflows(pool: PgPool) -> Workflows {
                 maximum_attempts: 5,
                 ..RetryPolicy::default()
             };
-            let attempt: u32 = ctx
-                .run("effect", policy, |step| async move {
-                    sqlx::query("insert into effects (idempotency_key, attempt) values ($1, $2)")
-                        .bind(&step.idempotency_key)
-                        .bind(step.attempt as i32)
-                        .execute(&pool)
-                        .await
-                        .map_err(|e| StepError::retryable("database", e.to_string()))?;
-                    Ok(step.attempt)
-                })
-                .await?;
+            let insert = "insert into effects (idempotency_key, attempt) values ($1, $2)";
+            let failed = |e: sqlx::Error| StepError::retryable("database", e.to_string());
+            let attempt: u32 = match effect {
+                Effect::Own => {
+                    ctx.run("effect", policy, |step| async move {
+                        sqlx::query(insert)
+                            .bind(&step.idempotency_key)
+                            .bind(step.attempt as i32)
+                            .execute(&pool)
+                            .await
+                            .map_err(failed)?;
+                        Ok(step.attempt)
+                    })
+                    .await?
+                }
+                Effect::InStepTx => {
+                    ctx.run_tx("effect", policy, |step, tx| async move {
+                        let mut tx = tx.transaction().await.map_err(failed)?;
+                        sqlx::query(insert)
+                            .bind(&step.idempotency_key)
+                            .bind(step.attempt as i32)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(failed)?;
+                        Ok(step.attempt)
+                    })
+                    .await?
+                }
+            };
             // Returning the execution number (never branching on it) shows which execution ended
             // the run.
             Ok::<_, WorkflowError>((attempt, ctx.execution_number()))
@@ -120,7 +151,7 @@ enum Stall {
 /// The stale worker claims the run and stalls (its heartbeat stalls too, so its lease runs out on
 /// the database's clock while it is alive); a rescuer takes the run over and ends it; then the stale
 /// worker is let go. Returns the run's state after the rescue and after the stale worker stopped.
-async fn stale_holder_wakes_after_takeover(pool: PgPool, stall: Stall) -> (Engine, Uuid) {
+async fn stale_holder_wakes_after_takeover(pool: PgPool, stall: Stall, effect: Effect) -> (Engine, Uuid) {
     migrated(&pool).await;
     effects_table(&pool).await;
     let stall_gate = Gate::new();
@@ -145,7 +176,7 @@ async fn stale_holder_wakes_after_takeover(pool: PgPool, stall: Stall) -> (Engin
         })
     };
     let engine = Engine::builder(pool.clone()).hooks(hooks).build();
-    let flows = workflows(pool.clone());
+    let flows = workflows_with(pool.clone(), effect);
     let stale = Workers::start(&engine, &flows, 1, |_| config("stale", SHORT_LEASE));
     let run = engine.start(FLOW, &(), StartOptions::default()).await.unwrap();
     reached(&mut points, "the stale worker stalled", |p| {
@@ -202,7 +233,7 @@ async fn completed_steps(engine: &Engine, run: Uuid) -> usize {
 
 #[sqlx::test(migrations = false)]
 async fn a_stale_lease_holder_that_records_a_step_result_after_a_takeover_is_fenced(pool: PgPool) {
-    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::StepResult).await;
+    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::StepResult, Effect::Own).await;
     let done = engine.status(run).await.unwrap();
     let effects = effects(&pool).await;
     assert_eq!(effects.len(), 2, "the step's side effect ran in both executions");
@@ -220,8 +251,25 @@ async fn a_stale_lease_holder_that_records_a_step_result_after_a_takeover_is_fen
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_stale_lease_holders_transactional_step_writes_nothing_after_a_takeover(pool: PgPool) {
+    let (engine, run) =
+        stale_holder_wakes_after_takeover(pool.clone(), Stall::StepResult, Effect::InStepTx).await;
+    let effects = effects(&pool).await;
+    assert_eq!(
+        effects.len(),
+        1,
+        "the stale attempt's write was refused with its record; only the rescuer's landed"
+    );
+    assert_eq!(completed_steps(&engine, run).await, 1);
+    assert_eq!(
+        engine.status(run).await.unwrap().output,
+        Some(json!([effects[0].1, 2]))
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn a_stale_lease_holder_that_completes_the_run_after_a_takeover_is_fenced(pool: PgPool) {
-    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion).await;
+    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion, Effect::Own).await;
     let done = engine.status(run).await.unwrap();
     assert_eq!(
         effects(&pool).await.len(),
@@ -238,7 +286,7 @@ async fn a_stale_lease_holder_that_completes_the_run_after_a_takeover_is_fenced(
 
 #[sqlx::test(migrations = false)]
 async fn a_stale_lease_holder_whose_heartbeat_resumes_after_a_takeover_stops_its_execution(pool: PgPool) {
-    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Heartbeat).await;
+    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Heartbeat, Effect::Own).await;
     assert_eq!(completed_steps(&engine, run).await, 1);
     assert_eq!(engine.status(run).await.unwrap().status, RunStatus::Completed);
 }
@@ -309,12 +357,11 @@ async fn a_worker_whose_clock_runs_an_hour_ahead_does_not_take_a_live_run(pool: 
     assert_eq!(effects(&pool).await.len(), 1, "the side effect ran once");
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_the_step_again_under_its_key(
-    pool: PgPool,
-) {
-    migrated(&pool).await;
-    effects_table(&pool).await;
+/// Runs the flow with its step writing `effect`, crashing the first execution right after the step's
+/// code returned (before its result is recorded); returns the run once it completed.
+async fn crash_once_after_the_step_returns(pool: &PgPool, effect: Effect) -> (Engine, RunInfo) {
+    migrated(pool).await;
+    effects_table(pool).await;
     let crashed = Arc::new(AtomicBool::new(false));
     let (hooks, mut points) = {
         let crashed = crashed.clone();
@@ -324,7 +371,8 @@ async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_th
         })
     };
     let engine = Engine::builder(pool.clone()).hooks(hooks).build();
-    let workers = Workers::start(&engine, &workflows(pool.clone()), 1, |_| config("w", SHORT_LEASE));
+    let flows = workflows_with(pool.clone(), effect);
+    let workers = Workers::start(&engine, &flows, 1, |_| config("w", SHORT_LEASE));
     let run = engine.start(FLOW, &(), StartOptions::default()).await.unwrap();
     reached(&mut points, "the crash", |p| {
         matches!(p, HookPoint::StepReturned { .. })
@@ -332,12 +380,20 @@ async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_th
     .await;
     let done = engine.wait_until_finished(run, WAIT).await.unwrap();
     workers.stop().await;
-
     assert_eq!(done.status, RunStatus::Completed);
     assert_eq!(
         done.executions, 2,
         "the crashed execution, then the one after its lease ran out"
     );
+    assert_eq!(completed_steps(&engine, run).await, 1, "the step completed once");
+    (engine, done)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_the_step_again_under_its_key(
+    pool: PgPool,
+) {
+    crash_once_after_the_step_returns(&pool, Effect::Own).await;
     let effects = effects(&pool).await;
     assert_eq!(
         effects.len(),
@@ -348,7 +404,30 @@ async fn a_crash_after_a_steps_side_effect_before_its_result_is_recorded_runs_th
         effects[0].0, effects[1].0,
         "both runs of it carry the step's idempotency key, so a keyed effect applies once"
     );
-    assert_eq!(completed_steps(&engine, run).await, 1, "the step completed once");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_transactional_steps_write_and_its_record_commit_together_so_a_crash_between_leaves_neither(
+    pool: PgPool,
+) {
+    let (_, done) = crash_once_after_the_step_returns(&pool, Effect::InStepTx).await;
+    assert_eq!(
+        effects(&pool).await.len(),
+        1,
+        "the crashed attempt's write went with its record: the effect happened exactly once"
+    );
+    let one_commit: bool = sqlx::query_scalar(
+        "select e.xmin::text = a.xmin::text from effects e, workflow.step_attempts a \
+         where a.run_id = $1 and a.step_name = 'effect' and a.status = 'completed'",
+    )
+    .bind(done.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        one_commit,
+        "the effect and the attempt were written by one transaction"
+    );
 }
 
 #[sqlx::test(migrations = false)]

@@ -1,9 +1,9 @@
 //! What the order service consumes: `kitchen.events` and `delivery.events`.
 //!
 //! Each event moves the order's status and timeline (in the consumer's transaction, so the inbox's
-//! dedupe and the change commit together), and the ones the workflow waits for become signals:
-//! `order-ready` and `kitchen-issue` → `kitchen-ready`; `order-completed` and `delivery-issue` →
-//! `delivered`. A signal carries the event id as its idempotency key, so a redelivered event signals
+//! dedupe and the change commit together), and the ones the workflow waits for become signals, in
+//! that same transaction: `order-ready` and `kitchen-issue` → `kitchen-ready`; `order-completed` and
+//! `delivery-issue` → `delivered`. A signal carries the event id as its idempotency key, so a redelivered event signals
 //! once. The signal is sent from inside the `process` span, so in `continuous` it joins the order's
 //! trace, and the workflow's wait links to it in both topologies.
 
@@ -165,7 +165,9 @@ impl Handler for Progress {
             .and_then(|o| o.run_id)
             .ok_or_else(|| HandlerError::reject(format!("order {order_id} has no workflow run")))?;
         let key = event.id().to_string();
-        match self.engine.signal(run_id, name, &report, Some(&key)).await {
+        // In the consumer's transaction: the status change, the inbox entry and the signal commit
+        // together, once.
+        match self.engine.signal_in(tx, run_id, name, &report, Some(&key)).await {
             Ok(_) => Ok(()),
             // The order's workflow ended (a timeout won the race): the event is late, not wrong.
             Err(pizza_workflow::Error::RunFinished(_)) => {

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::wait::waiting_record;
 use super::{ParkReason, WorkflowContext};
-use crate::core::{self, AttemptRecord, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
+use crate::core::{self, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
 use crate::error::{RunError, WorkflowError};
-use crate::store::{self, AttemptEnd, NewAttempt, NewRun};
+use crate::store::{self, AttemptEnd, ChildStart, NewAttempt, WaitStart};
 use crate::telemetry::{self, ResolvedWait, RunIdentity, link_reason};
 
 impl WorkflowContext {
@@ -50,8 +50,35 @@ impl WorkflowContext {
                 });
             }
             StepDecision::Execute { .. } => {
-                self.start_child(index, workflow, serde_json::to_value(input)?, timeout)
-                    .await?
+                let now = self.now();
+                let (span, child) = self.child_start(index, workflow, serde_json::to_value(input)?);
+                let start = WaitStart {
+                    child: Some(child),
+                    ..WaitStart::new(index, workflow, StepKind::RunWorkflow, now, now + timeout)
+                };
+                self.inner
+                    .metrics
+                    .step_attempt(self.workflow_name(), workflow, "ok");
+                if let WaitDecision::ParkUntil(until) = core::decide_wait(false, start.wake_at, now) {
+                    // The child is created with the park, in one transaction (see
+                    // `store::park_waiting`): it runs once the parent has parked for it.
+                    telemetry::record_ok(&span);
+                    return Err(self.park_new_wait(start, until));
+                }
+                let started = self.start_child_now(&start).instrument(span.clone()).await;
+                match &started {
+                    Ok(_) => telemetry::record_ok(&span),
+                    Err(e) => telemetry::record_failure(&span, &e.to_run_error().error_type, &e.to_string()),
+                }
+                let child_id = started?;
+                waiting_record(
+                    index,
+                    workflow,
+                    StepKind::RunWorkflow,
+                    start.started_at,
+                    start.wake_at,
+                    Some(child_id),
+                )
             }
             StepDecision::Resume(w) => *w,
             other => return Err(self.unexpected(index, other)),
@@ -103,76 +130,53 @@ impl WorkflowContext {
         }
     }
 
-    async fn start_child(
-        &self,
-        index: u32,
-        workflow: &str,
-        input: Value,
-        timeout: Duration,
-    ) -> Result<AttemptRecord, WorkflowError> {
+    /// The child run to start at `index`, with its create span (a child of the step's span, so in
+    /// `continuous` the child joins the parent's trace).
+    fn child_start(&self, index: u32, workflow: &str, input: Value) -> (tracing::Span, ChildStart) {
         let span = telemetry::step_span(&self.inner.identity, workflow, StepKind::RunWorkflow, 1);
-        let started_at = self.now();
-        let wake_at = started_at + timeout;
-        let result = async {
-            // The child inherits the parent's labels (see `crate::labels`).
-            let identity = RunIdentity {
-                run_id: Uuid::now_v7(),
-                workflow_name: workflow.to_owned(),
-                labels: self.inner.identity.labels.clone(),
-            };
+        // The child inherits the parent's labels (see `crate::labels`).
+        let identity = RunIdentity {
+            run_id: Uuid::now_v7(),
+            workflow_name: workflow.to_owned(),
+            labels: self.inner.identity.labels.clone(),
+        };
+        let carrier = span.in_scope(|| {
             let create = telemetry::create_span(&identity, Some(self.run_id()));
-            let carrier = telemetry::carrier_of(&create);
-            let key = format!("{}/{index}", self.run_id());
-            let mut tx = self.inner.pool.begin().await?;
-            store::fence(&mut tx, &self.inner.lease).await?;
-            let run = NewRun {
-                id: identity.run_id,
-                workflow_name: workflow,
-                input: &input,
-                idempotency_key: Some(&key),
-                parent_run_id: Some(self.run_id()),
-                carrier: &carrier,
-                created_at: started_at,
-                deadline_at: None,
-                labels: &identity.labels,
-            };
-            let (child_id, _) = store::insert_run(&mut tx, run).await?;
-            let row = NewAttempt {
-                step_index: index,
-                step_name: workflow,
-                kind: StepKind::RunWorkflow,
-                attempt: 1,
-                status: AttemptStatus::Waiting,
-                output: None,
-                wake_at: Some(wake_at),
-                child_run_id: Some(child_id),
-                started_at,
-            };
-            store::insert_attempt(&mut tx, self.run_id(), row).await?;
-            tx.commit().await?;
-            Ok::<_, WorkflowError>(child_id)
-        }
-        .instrument(span.clone())
-        .await;
-        match &result {
-            Ok(_) => {
-                telemetry::record_ok(&span);
-                self.inner
-                    .metrics
-                    .step_attempt(self.workflow_name(), workflow, "ok");
-            }
-            Err(e) => telemetry::record_failure(&span, &e.to_run_error().error_type, &e.to_string()),
-        }
-        let child_id = result?;
+            telemetry::carrier_of(&create)
+        });
+        let child = ChildStart {
+            id: identity.run_id,
+            workflow_name: identity.workflow_name,
+            input,
+            idempotency_key: format!("{}/{index}", self.run_id()),
+            carrier,
+            labels: identity.labels,
+        };
+        (span, child)
+    }
+
+    /// Starts the child now, with the wait's row, in one fenced transaction: for a wait that does
+    /// not park (a zero timeout). A wait that parks has both written with its park instead.
+    async fn start_child_now(&self, start: &WaitStart) -> Result<Uuid, WorkflowError> {
+        let child = start.child.as_ref().expect("a child wait");
+        let mut tx = self.inner.pool.begin().await?;
+        store::fence(&mut tx, &self.inner.lease).await?;
+        let child_id = store::insert_child(&mut tx, self.run_id(), start.started_at, child).await?;
+        let row = NewAttempt {
+            step_index: start.step_index,
+            step_name: &start.step_name,
+            kind: StepKind::RunWorkflow,
+            attempt: 1,
+            status: AttemptStatus::Waiting,
+            output: None,
+            wake_at: Some(start.wake_at),
+            child_run_id: Some(child_id),
+            started_at: start.started_at,
+        };
+        store::insert_attempt(&mut tx, self.run_id(), row).await?;
+        tx.commit().await?;
         self.inner.wake_local.notify_waiters();
-        Ok(waiting_record(
-            index,
-            workflow,
-            StepKind::RunWorkflow,
-            started_at,
-            wake_at,
-            Some(child_id),
-        ))
+        Ok(child_id)
     }
 }
 

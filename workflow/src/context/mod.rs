@@ -24,6 +24,8 @@
 
 mod child;
 mod run;
+
+pub use run::{StepTransaction, StepTx};
 mod signal;
 mod wait;
 
@@ -41,7 +43,7 @@ use crate::core::{
 };
 use crate::error::{StepError, WorkflowError};
 use crate::hooks::{HookAction, HookPoint, Hooks};
-use crate::store::{self, AttemptEnd, Lease};
+use crate::store::{self, AttemptEnd, Lease, WaitStart};
 use crate::telemetry::{Metrics, RunIdentity};
 
 /// What step code receives: where it runs and the key that makes its side effects idempotent.
@@ -84,6 +86,9 @@ struct ExecState {
     replayed: u32,
     interrupts: InterruptState,
     suspended: Option<(OffsetDateTime, ParkReason)>,
+    /// The wait the execution parks for, if it began in this execution: its row is written with the
+    /// park (one transaction where there were two).
+    wait_start: Option<WaitStart>,
     /// The database failed or the lease was lost: nothing more may be written by this execution.
     aborted: bool,
 }
@@ -94,6 +99,7 @@ pub(crate) struct ContextSummary {
     pub replayed: u32,
     pub interrupts: InterruptState,
     pub suspended: Option<(OffsetDateTime, ParkReason)>,
+    pub wait_start: Option<WaitStart>,
     pub aborted: bool,
 }
 
@@ -156,6 +162,7 @@ impl WorkflowContext {
                     replayed: 0,
                     interrupts: parts.interrupts,
                     suspended: None,
+                    wait_start: None,
                     aborted: false,
                 }),
             }),
@@ -184,6 +191,7 @@ impl WorkflowContext {
             replayed: s.replayed,
             interrupts: s.interrupts,
             suspended: s.suspended,
+            wait_start: s.wait_start.clone(),
             aborted: s.aborted,
         }
     }

@@ -15,8 +15,22 @@
 //! instead of given up after its attempts (the loop shows as a growing `workflow.run.executions`,
 //! one execution span per crash). An engine built with `record_start_after(Duration::ZERO)` records
 //! every attempt that does not finish at once before it goes on, and counts every crash.
+//!
+//! # Transactional steps
+//! [`WorkflowContext::run_tx`] is for a step whose effect is writes to the engine's own database
+//! (the order's status, an outbox row, a ledger entry). Its code gets a [`StepTx`]: a transaction,
+//! begun when the code first asks for it, in which the engine then records the attempt.
+//! The writes and the record commit together, so the effect happens exactly once: a crash before the
+//! commit loses both and the step runs again; after it, replay returns the recorded result. It is
+//! also one commit where `run` plus the step's own transaction are two. A failed attempt's writes are
+//! rolled back; the failure is recorded on its own. Work that is not a database write (a provider's
+//! call) goes before the first `transaction()`, so no transaction is held open across it.
 
 use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +42,48 @@ use crate::error::{StepError, WorkflowError};
 use crate::hooks::HookPoint;
 use crate::store::{self, AttemptEnd, RecordedAttempt};
 use crate::telemetry::{self};
+
+/// A transactional step's transaction, as [`StepTx::transaction`] lends it: derefs to the
+/// [`Transaction`] (and through it to the connection).
+pub type StepTransaction =
+    OwnedMappedMutexGuard<Option<Transaction<'static, Postgres>>, Transaction<'static, Postgres>>;
+
+/// A transactional step's transaction (see [`WorkflowContext::run_tx`]). Cheap to clone; every
+/// clone is the same transaction.
+#[derive(Debug, Clone)]
+pub struct StepTx {
+    pool: PgPool,
+    tx: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
+}
+
+impl StepTx {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            tx: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The step's transaction, begun on the first call. Hold it only while writing: the engine
+    /// takes it back when the step's code returns, records the attempt in it, and commits.
+    pub async fn transaction(&self) -> Result<StepTransaction, sqlx::Error> {
+        // An owned guard: a borrowed one (`MappedMutexGuard<'a, _>`) is `Send` only under a `T: 'a`
+        // bound that the compiler cannot prove for every lifetime inside a workflow's future, so a
+        // workflow holding one across an `.await` would not be `Send`.
+        let mut guard = self.tx.clone().lock_owned().await;
+        if guard.is_none() {
+            *guard = Some(self.pool.begin().await?);
+        }
+        Ok(OwnedMutexGuard::map(guard, |tx| {
+            tx.as_mut().expect("begun above")
+        }))
+    }
+
+    /// The transaction, if the step's code began one.
+    async fn take(&self) -> Option<Transaction<'static, Postgres>> {
+        self.tx.lock().await.take()
+    }
+}
 
 impl WorkflowContext {
     // ---- run ------------------------------------------------------------------------------------------
@@ -44,11 +100,34 @@ impl WorkflowContext {
         F: FnOnce(StepContext) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
-        let result = self.run_inner(name, policy, f).await;
+        let result = self.run_inner(name, policy, f, None).await;
         self.guard(result)
     }
 
-    async fn run_inner<T, F, Fut>(&self, name: &str, policy: RetryPolicy, f: F) -> Result<T, WorkflowError>
+    /// Runs `f` as the durable step `name` in a transaction of its own, in which the attempt is
+    /// recorded too: its database writes (through [`StepTx::transaction`]) happen exactly once. See the
+    /// module docs; otherwise the same as [`run`](Self::run).
+    pub async fn run_tx<T, F, Fut>(&self, name: &str, policy: RetryPolicy, f: F) -> Result<T, WorkflowError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(StepContext, StepTx) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let tx = StepTx::new(self.inner.pool.clone());
+        let handle = tx.clone();
+        let result = self
+            .run_inner(name, policy, move |step| f(step, handle), Some(tx))
+            .await;
+        self.guard(result)
+    }
+
+    async fn run_inner<T, F, Fut>(
+        &self,
+        name: &str,
+        policy: RetryPolicy,
+        f: F,
+        step_tx: Option<StepTx>,
+    ) -> Result<T, WorkflowError>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce(StepContext) -> Fut,
@@ -142,6 +221,15 @@ impl WorkflowContext {
         };
         telemetry::record_step(&span, result.as_ref().map(|_| ()));
         drop(span);
+        // A transactional step's writes: kept to commit with the record if it succeeded, rolled
+        // back (dropped) otherwise, and by a crash here.
+        let mut tx = match &step_tx {
+            Some(step_tx) => step_tx.take().await,
+            None => None,
+        };
+        if result.is_err() {
+            tx = None;
+        }
         self.hook(HookPoint::StepReturned {
             worker_id: self.inner.lease.owner.clone(),
             run_id: self.run_id(),
@@ -163,18 +251,20 @@ impl WorkflowContext {
                 retry_at: None,
             },
         };
-        if recorded_running {
-            store::close_attempt(&self.inner.pool, &self.inner.lease, index, attempt, end, now).await?;
-        } else {
-            let row = RecordedAttempt {
-                step_index: index,
-                step_name: name,
-                kind: StepKind::Run,
-                attempt,
-                started_at,
-                end: Some((end, now)),
-            };
-            store::record_attempt(&self.inner.pool, &self.inner.lease, row).await?;
+        let row = RecordedAttempt {
+            step_index: index,
+            step_name: name,
+            kind: StepKind::Run,
+            attempt,
+            started_at,
+            end: Some((end, now)),
+        };
+        match tx {
+            Some(mut tx) => {
+                record_end(&mut *tx, &self.inner.lease, row, recorded_running).await?;
+                tx.commit().await?;
+            }
+            None => record_end(&self.inner.pool, &self.inner.lease, row, recorded_running).await?,
         }
         match action {
             AttemptAction::Complete(v) => {
@@ -198,5 +288,23 @@ impl WorkflowContext {
                 })
             }
         }
+    }
+}
+
+/// Records an attempt's end: closes the row recorded as `running`, or records attempt and end in one.
+async fn record_end<'c, E>(
+    db: E,
+    lease: &store::Lease,
+    row: RecordedAttempt<'_>,
+    recorded_running: bool,
+) -> Result<(), WorkflowError>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    if recorded_running {
+        let (end, now) = row.end.expect("an end to record");
+        store::close_attempt(db, lease, row.step_index, row.attempt, end, now).await
+    } else {
+        store::record_attempt(db, lease, row).await
     }
 }

@@ -12,43 +12,16 @@ use uuid::Uuid;
 use super::{ParkReason, WorkflowContext};
 use crate::core::{self, AttemptRecord, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
 use crate::error::WorkflowError;
-use crate::store::{self, AttemptEnd, NewAttempt};
+use crate::store::{self, AttemptEnd, NewAttempt, RecordedAttempt, WaitStart};
 use crate::telemetry::{self, ResolvedWait, link_reason};
 
 impl WorkflowContext {
-    /// Records the start of a wait; returns the record replay would have read.
-    async fn begin_wait(
-        &self,
-        index: u32,
-        name: &str,
-        kind: StepKind,
-        wake_at: OffsetDateTime,
-        child_run_id: Option<Uuid>,
-    ) -> Result<AttemptRecord, WorkflowError> {
-        let started_at = self.now();
-        let mut tx = self.inner.pool.begin().await?;
-        store::fence(&mut tx, &self.inner.lease).await?;
-        let row = NewAttempt {
-            step_index: index,
-            step_name: name,
-            kind,
-            attempt: 1,
-            status: AttemptStatus::Waiting,
-            output: None,
-            wake_at: Some(wake_at),
-            child_run_id,
-            started_at,
-        };
-        store::insert_attempt(&mut tx, self.run_id(), row).await?;
-        tx.commit().await?;
-        Ok(waiting_record(
-            index,
-            name,
-            kind,
-            started_at,
-            wake_at,
-            child_run_id,
-        ))
+    /// Parks the run for a wait that begins in this execution: its `waiting` row is written with the
+    /// park, in one transaction (see `store::park_waiting`), and the record replay will read is
+    /// returned by the next execution's history.
+    pub(super) fn park_new_wait(&self, start: WaitStart, until: OffsetDateTime) -> WorkflowError {
+        self.state().wait_start = Some(start);
+        self.suspend(until, ParkReason::Timer)
     }
 
     // ---- sleep ----------------------------------------------------------------------------------------
@@ -64,26 +37,40 @@ impl WorkflowContext {
         let (index, decision) = self
             .begin(name, StepKind::Sleep, &RetryPolicy::no_retry())
             .await?;
-        let wait = match decision {
+        let now = self.now();
+        let (attempt, started_at, wake_at, new) = match decision {
             StepDecision::Replay(_) => return Ok(()),
-            StepDecision::Execute { .. } => {
-                self.begin_wait(index, name, StepKind::Sleep, self.now() + duration, None)
-                    .await?
-            }
-            StepDecision::Resume(w) => *w,
+            StepDecision::Execute { .. } => (1, now, now + duration, true),
+            StepDecision::Resume(w) => (w.attempt, w.started_at, w.wake_at.unwrap_or(now), false),
             other => return Err(self.unexpected(index, other)),
         };
-        let now = self.now();
-        match core::decide_wait(false, wait.wake_at.unwrap_or(now), now) {
+        match core::decide_wait(false, wake_at, now) {
+            WaitDecision::ParkUntil(until) if new => {
+                let start = WaitStart::new(index, name, StepKind::Sleep, started_at, wake_at);
+                Err(self.park_new_wait(start, until))
+            }
             WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
             WaitDecision::Resolved { .. } => {
                 let end = AttemptEnd::Completed(&Value::Null);
-                store::close_attempt(&self.inner.pool, &self.inner.lease, index, wait.attempt, end, now)
-                    .await?;
+                if new {
+                    // Over before it began (a zero sleep): recorded done, in one statement.
+                    let row = RecordedAttempt {
+                        step_index: index,
+                        step_name: name,
+                        kind: StepKind::Sleep,
+                        attempt,
+                        started_at,
+                        end: Some((end, now)),
+                    };
+                    store::record_attempt(&self.inner.pool, &self.inner.lease, row).await?;
+                } else {
+                    store::close_attempt(&self.inner.pool, &self.inner.lease, index, attempt, end, now)
+                        .await?;
+                }
                 self.emit_wait(ResolvedWait {
                     kind: "sleep",
                     step_name: name,
-                    started_at: wait.started_at,
+                    started_at,
                     ended_at: now,
                     timed_out: false,
                     signal_name: None,
@@ -137,6 +124,18 @@ impl WorkflowContext {
             StepDecision::Resume(w) => (w.attempt, w.started_at, w.wake_at.unwrap_or(now), false),
             other => return Err(self.unexpected(index, other)),
         };
+        // Nothing to take and the timeout ahead (the common case of a wait that begins): park after
+        // one read, without a transaction. A signal sent after this read moves the run's `wake_seq`,
+        // and the park then makes the run due at once.
+        if let WaitDecision::ParkUntil(until) = core::decide_wait(false, wake_at, now)
+            && !store::has_signal(&self.inner.pool, self.run_id(), name).await?
+        {
+            if !new {
+                return Err(self.suspend(until, ParkReason::Timer));
+            }
+            let start = WaitStart::new(index, name, StepKind::WaitForSignal, started_at, wake_at);
+            return Err(self.park_new_wait(start, until));
+        }
         let mut tx = self.inner.pool.begin().await?;
         store::fence(&mut tx, &self.inner.lease).await?;
         // Taking the signal and completing the wait commit together: a crash in between loses neither.

@@ -41,7 +41,9 @@ use pizza_contracts::events::{DeliveryAddress, DeliveryRequested, OrderCancelled
 use pizza_contracts::menu;
 use pizza_messaging::{Envelope, Outbox};
 use pizza_servicekit::Faults;
-use pizza_workflow::{RetryPolicy, StepContext, StepError, WorkflowContext, WorkflowError, Workflows};
+use pizza_workflow::{
+    RetryPolicy, StepContext, StepError, StepTx, WorkflowContext, WorkflowError, Workflows,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -210,7 +212,7 @@ async fn fulfill(
     }
     let order_id = input.order_id;
     if progress.ticket {
-        let cancelled = to_the_end(ctx, "cancel-kitchen-ticket", compensation_policy(deps), |_| {
+        let cancelled = to_the_end(ctx, "cancel-kitchen-ticket", compensation_policy(deps), |_, _| {
             let kitchen = deps.kitchen.clone();
             async move { kitchen.cancel_ticket(order_id).await }
         })
@@ -255,7 +257,7 @@ async fn fulfill(
     }
     if progress.paid {
         let amount = input.total_cents;
-        let _refunded: bool = to_the_end(ctx, "refund-payment", compensation_policy(deps), |step| {
+        let _refunded: bool = to_the_end(ctx, "refund-payment", compensation_policy(deps), |step, tx| {
             let pool = deps.pool.clone();
             async move {
                 // The payment child may still be capturing (a cancel is delivered at its next step
@@ -279,7 +281,8 @@ async fn fulfill(
                     return Ok(false);
                 }
                 simulate_provider(deps.timings.payment).await;
-                store::record_payment(&pool, &step.idempotency_key, order_id, "refund", amount)
+                let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
+                store::record_payment(&mut **tx, &step.idempotency_key, order_id, "refund", amount)
                     .await
                     .map_err(db)?;
                 Ok(true)
@@ -287,15 +290,11 @@ async fn fulfill(
         })
         .await?;
     }
-    to_the_end(ctx, "cancel-order", compensation_policy(deps), |step| {
-        let (pool, outbox, topic) = (
-            deps.pool.clone(),
-            deps.outbox.clone(),
-            deps.orders_events_topic.clone(),
-        );
+    to_the_end(ctx, "cancel-order", compensation_policy(deps), |step, tx| {
+        let (outbox, topic) = (deps.outbox.clone(), deps.orders_events_topic.clone());
         let code = reason.clone();
         async move {
-            let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+            let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
             let event = if status == Status::Rejected {
                 "order-rejected"
             } else {
@@ -318,7 +317,6 @@ async fn fulfill(
                     .await
                     .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
             }
-            tx.commit().await.map_err(|e| db(e.into()))?;
             Ok(())
         }
     })
@@ -357,26 +355,20 @@ async fn happy_path(
     let () = ctx
         .run_workflow(CHARGE_PAYMENT, &payment, payment_timeout)
         .await?;
-    let pool = deps.pool.clone();
-    ctx.run("mark-paid", step_policy(deps), |_| async move {
-        change(
-            &pool,
-            order_id,
-            Change::to(Status::Paid, "payment-captured").once(),
-        )
-        .await
+    ctx.run_tx("mark-paid", step_policy(deps), |_, tx| async move {
+        change(tx, order_id, Change::to(Status::Paid, "payment-captured").once()).await
     })
     .await?;
 
-    let (kitchen, items, pool) = (deps.kitchen.clone(), input.items.clone(), deps.pool.clone());
+    let (kitchen, items) = (deps.kitchen.clone(), input.items.clone());
     // Marked before the call: a ticket placed by an attempt whose answer was lost still gets
     // cancelled by the compensation (cancelling an unknown ticket is a no-op).
     progress.ticket = true;
     let _ticket: Uuid = ctx
-        .run("place-kitchen-ticket", kitchen_policy(deps), |_| async move {
+        .run_tx("place-kitchen-ticket", kitchen_policy(deps), |_, tx| async move {
             let ticket = kitchen.place_ticket(order_id, &items).await?;
             change(
-                &pool,
+                tx,
                 order_id,
                 Change::to(Status::Paid, "kitchen-ticket-placed").once(),
             )
@@ -399,14 +391,10 @@ async fn happy_path(
         Some(_) => {}
     }
 
-    let (pool, outbox, topic) = (
-        deps.pool.clone(),
-        deps.outbox.clone(),
-        deps.delivery_requests_topic.clone(),
-    );
+    let (outbox, topic) = (deps.outbox.clone(), deps.delivery_requests_topic.clone());
     let ticket_id = _ticket;
-    ctx.run("request-delivery", step_policy(deps), |step| async move {
-        let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+    ctx.run_tx("request-delivery", step_policy(deps), |step, tx| async move {
+        let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
         // The order's row lock first: a customer's cancel takes it too, so either the cancel is on
         // file now and no driver is asked for, or the cancel sees this request and asks the kitchen.
         let cancelled = store::lock_for_delivery(&mut tx, order_id)
@@ -419,7 +407,7 @@ async fn happy_path(
                 "the customer cancelled before a driver was asked for",
             ));
         }
-        let customer = store::customer(&mut *tx, order_id)
+        let customer = store::customer(&mut **tx, order_id)
             .await
             .map_err(db)?
             .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
@@ -439,7 +427,7 @@ async fn happy_path(
         envelope.attributes.id = event_id(&step.idempotency_key);
         // An earlier attempt may have committed and died before its result was recorded: its row
         // holds this event id (unique), so enqueue only if it is not there.
-        if !store::outbox_has(&mut *tx, envelope.attributes.id)
+        if !store::outbox_has(&mut **tx, envelope.attributes.id)
             .await
             .map_err(db)?
         {
@@ -455,7 +443,6 @@ async fn happy_path(
         )
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(|e| db(e.into()))?;
         Ok(())
     })
     .await?;
@@ -482,16 +469,13 @@ async fn happy_path(
 /// `request-feedback`: the simulated feedback request, and the order's terminal `completed`.
 async fn finish(ctx: &WorkflowContext, input: &FulfillmentInput, deps: &Deps) -> Result<(), WorkflowError> {
     let order_id = input.order_id;
-    to_the_end(ctx, "request-feedback", step_policy(deps), |_| {
-        let pool = deps.pool.clone();
-        async move {
-            change(
-                &pool,
-                order_id,
-                Change::to(Status::Completed, "feedback-requested").once(),
-            )
-            .await
-        }
+    to_the_end(ctx, "request-feedback", step_policy(deps), |_, tx| async move {
+        change(
+            tx,
+            order_id,
+            Change::to(Status::Completed, "feedback-requested").once(),
+        )
+        .await
     })
     .await
 }
@@ -511,13 +495,13 @@ async fn to_the_end<T, F, Fut>(
 ) -> Result<T, WorkflowError>
 where
     T: Serialize + DeserializeOwned,
-    F: Fn(StepContext) -> Fut,
+    F: Fn(StepContext, StepTx) -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
-    match ctx.run(name, policy, &step).await {
+    match ctx.run_tx(name, policy, &step).await {
         Err(interrupt @ (WorkflowError::Cancelled | WorkflowError::DeadlineExceeded)) => {
             tracing::info!(run_id = %ctx.run_id(), step = name, %interrupt, "interrupt during a step that must finish; it goes on");
-            ctx.run(name, policy, &step).await
+            ctx.run_tx(name, policy, &step).await
         }
         other => other,
     }
@@ -528,13 +512,14 @@ where
 async fn charge(ctx: &WorkflowContext, input: &PaymentInput, deps: &Deps) -> Result<(), WorkflowError> {
     let (order_id, amount) = (input.order_id, input.amount_cents);
     for operation in ["authorize", "capture"] {
-        let (pool, faults, latency) = (deps.pool.clone(), deps.faults.clone(), deps.timings.payment);
-        ctx.run(operation, step_policy(deps), |step| async move {
+        let (faults, latency) = (deps.faults.clone(), deps.timings.payment);
+        ctx.run_tx(operation, step_policy(deps), |step, tx| async move {
             simulate_provider(latency).await;
             if operation == "authorize" && faults.business_failure("payment") {
                 return Err(StepError::permanent("payment-declined", "the card was declined"));
             }
-            store::record_payment(&pool, &step.idempotency_key, order_id, operation, amount)
+            let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
+            store::record_payment(&mut **tx, &step.idempotency_key, order_id, operation, amount)
                 .await
                 .map_err(db)?;
             Ok(())
@@ -574,11 +559,10 @@ async fn simulate_provider(latency: Duration) {
     }
 }
 
-/// One order change in its own transaction.
-async fn change(pool: &PgPool, order_id: Uuid, change: Change<'_>) -> Result<(), StepError> {
-    let mut tx = pool.begin().await.map_err(|e| db(e.into()))?;
+/// One order change, in the step's transaction: it commits with the step's record, exactly once.
+async fn change(tx: StepTx, order_id: Uuid, change: Change<'_>) -> Result<(), StepError> {
+    let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
     store::advance(&mut tx, order_id, change).await.map_err(db)?;
-    tx.commit().await.map_err(|e| db(e.into()))?;
     Ok(())
 }
 

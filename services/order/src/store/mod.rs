@@ -469,50 +469,42 @@ pub async fn advance(
     order_id: Uuid,
     change: Change<'_>,
 ) -> Result<Option<Advanced>, StoreError> {
-    let current: Option<String> =
-        sqlx::query_scalar("select status from orders.orders where order_id = $1 for update")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(current) = current else {
+    // Two round trips: the row lock with what decides (the status, and for a `once` change whether
+    // the timeline holds its event already), then the status and the timeline entry in one statement.
+    // The status machine stays in Rust (`Status::advance`), not copied into SQL.
+    let current: Option<(String, bool)> = sqlx::query_as(
+        "select o.status, $2::text is not null and exists \
+             (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2) \
+         from orders.orders o where o.order_id = $1 for update",
+    )
+    .bind(order_id)
+    .bind(change.once.then_some(change.event))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((current, seen)) = current else {
         return Ok(None);
     };
     let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
-    let unchanged = Some(Advanced {
-        before,
-        after: before,
-    });
-    if before.is_terminal() {
-        return Ok(unchanged);
-    }
-    if change.once {
-        let seen: bool = sqlx::query_scalar(
-            "select exists (select 1 from orders.timeline where order_id = $1 and event = $2)",
-        )
-        .bind(order_id)
-        .bind(change.event)
-        .fetch_one(&mut *conn)
-        .await?;
-        if seen {
-            return Ok(unchanged);
-        }
+    if before.is_terminal() || seen {
+        return Ok(Some(Advanced {
+            before,
+            after: before,
+        }));
     }
     let after = before.advance(change.next);
     sqlx::query(
-        "update orders.orders set status = $2, reason = coalesce($3, reason), updated_at = now() \
-         where order_id = $1",
+        "with changed as ( \
+             update orders.orders set status = $2, reason = coalesce($3, reason), updated_at = now() \
+             where order_id = $1 returning order_id \
+         ) \
+         insert into orders.timeline (order_id, seq, status, event, progress_percent) \
+         select c.order_id, coalesce((select max(seq) from orders.timeline where order_id = $1), 0) + 1, \
+             $2, $4, $5 \
+         from changed c",
     )
     .bind(order_id)
     .bind(after.as_str())
     .bind(change.reason.filter(|_| after.is_final() && !before.is_final()))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "insert into orders.timeline (order_id, seq, status, event, progress_percent) \
-         select $1, coalesce(max(seq), 0) + 1, $2, $3, $4 from orders.timeline where order_id = $1",
-    )
-    .bind(order_id)
-    .bind(after.as_str())
     .bind(change.event)
     .bind(change.progress_percent.map(i16::from))
     .execute(&mut *conn)
