@@ -99,8 +99,9 @@ impl Worker {
     /// Claims and executes runs until `shutdown` resolves, then waits for the executions in flight.
     ///
     /// # How a worker wakes
-    /// A worker with a free slot claims as many due runs as it has free slots, in one statement. When
-    /// nothing is due it sleeps until the earliest timer or lease expiry of its workflows, or until it
+    /// A worker with a free slot claims as many due runs as it has free slots, in one statement. If
+    /// it got fewer than that, nothing else is due now, and it does not claim again until woken or
+    /// its next timer. When nothing is due it sleeps until the earliest timer or lease expiry of its workflows, or until it
     /// is woken: by this process (a start, a signal, a child's end, a run parked here), or by any
     /// process through PostgreSQL's `NOTIFY` on [`WAKE_CHANNEL`](crate::store), which every start,
     /// signal, cancel and child's end sends when it commits. `poll_interval` is only the safety net
@@ -146,6 +147,10 @@ impl Worker {
             .await;
             let idle_for = match claimed {
                 Ok(runs) if !runs.is_empty() => {
+                    // Fewer runs than free slots: nothing else is due now, so this worker does not
+                    // claim again until a wake-up or its next timer (an empty claim is an `update`
+                    // statement; after every execution, that was half the claims).
+                    let partial = runs.len() < permits.len();
                     for (run, slot) in runs.into_iter().zip(permits.drain(..)) {
                         let point = HookPoint::Polled {
                             worker_id: self.config.id.clone(),
@@ -162,7 +167,10 @@ impl Worker {
                             drop(slot);
                         });
                     }
-                    continue;
+                    if !partial {
+                        continue;
+                    }
+                    self.until_next_due(&names, now).await
                 }
                 Ok(_) => {
                     let point = HookPoint::Polled {
@@ -170,14 +178,7 @@ impl Worker {
                         claimed: None,
                     };
                     self.shared.hook(point).await;
-                    match store::next_due(&self.shared.pool, &names, now).await {
-                        Ok(Some(due)) => due.min(self.config.poll_interval),
-                        Ok(None) => self.config.poll_interval,
-                        Err(e) => {
-                            tracing::warn!(error = %e, worker = %self.config.id, "reading the next due time failed");
-                            self.config.poll_interval
-                        }
-                    }
+                    self.until_next_due(&names, now).await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, worker = %self.config.id, "claiming a run failed; retrying");
@@ -194,6 +195,21 @@ impl Worker {
         listener.abort();
         while executions.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+impl Worker {
+    /// How long an idle worker sleeps at most: until the next run of its workflows is due, or its
+    /// safety-net poll.
+    async fn until_next_due(&self, names: &[String], now: time::OffsetDateTime) -> Duration {
+        match store::next_due(&self.shared.pool, names, now).await {
+            Ok(Some(due)) => due.min(self.config.poll_interval),
+            Ok(None) => self.config.poll_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, worker = %self.config.id, "reading the next due time failed");
+                self.config.poll_interval
+            }
+        }
     }
 }
 

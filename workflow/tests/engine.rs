@@ -7,10 +7,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Workers, eventually, migrated, worker_config};
+use common::{Reaction, ScriptedHooks, Workers, eventually, migrated, worker_config};
 use pizza_workflow::{
-    AttemptStatus, Engine, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions, StepError,
-    StepKind, WorkerConfig, WorkflowError, Workflows,
+    AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions,
+    StepError, StepKind, WorkerConfig, WorkflowError, Workflows,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -269,6 +269,46 @@ async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_
     assert_eq!(
         done.executions, 3,
         "started by a notification, woken by its timer, then by the signal's notification"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_worker_that_claimed_fewer_runs_than_it_has_slots_does_not_claim_again_until_woken(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("quick", |ctx, _: ()| async move {
+        ctx.run("one", RetryPolicy::no_retry(), |_| async { Ok(1) }).await
+    });
+    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
+    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        concurrency: 4,
+        ..worker_config("w")
+    });
+    // Started one after the other by another process: the worker learns of each by a notification.
+    let other = Engine::builder(pool).build();
+    const RUNS: usize = 10;
+    for _ in 0..RUNS {
+        let run = other.start("quick", &(), StartOptions::default()).await.unwrap();
+        other.wait_until_finished(run, WAIT).await.unwrap();
+    }
+    workers.stop().await;
+    let mut claims = (0, 0);
+    while let Ok(point) = points.try_recv() {
+        match point {
+            HookPoint::Polled { claimed: Some(_), .. } => claims.0 += 1,
+            HookPoint::Polled { claimed: None, .. } => claims.1 += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(claims.0, RUNS, "each run claimed once");
+    // Empty claims: the one at the start, and the one the listener's connection makes (it wakes
+    // the worker to look for what was sent before it listened); not one after every run.
+    assert!(
+        claims.1 <= 2,
+        "one run for four free slots: nothing else was due, so no claim followed; {} empty claims \
+         for {RUNS} runs",
+        claims.1
     );
 }
 

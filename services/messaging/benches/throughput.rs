@@ -130,10 +130,18 @@ fn child(traced: bool) -> (f64, f64) {
         .expect("run the measurement child");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "measurement child failed");
-    let line = String::from_utf8(out.stdout).expect("utf-8");
-    let mut figures = line
-        .split_whitespace()
-        .map(|f| f.parse::<f64>().expect("a figure"));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    // The figures are the child's last line: its log lines (stdout is the services' log stream) may
+    // come before them.
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let mut figures = line.split_whitespace().map(|f| {
+        f.parse::<f64>()
+            .unwrap_or_else(|_| panic!("a figure in {line:?}; the child printed:\n{stdout}"))
+    });
     (
         figures.next().expect("relay figure"),
         figures.next().expect("consumer figure"),
