@@ -137,9 +137,18 @@ impl SharedInfra {
         }
     }
 
-    /// Stops the Collector gracefully, and the broker.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.collector.lock().await.stop().await?;
+    /// Stops the Collector gracefully, and the broker. The Collector's log (both of its lives when
+    /// a fault restarted it) is copied to `keep_log`: what it did at a stop is evidence a report
+    /// may need, and its own directory goes with it.
+    pub async fn stop(self, keep_log: &Path) -> anyhow::Result<()> {
+        let mut collector = self.collector.lock().await;
+        let stopped = collector.stop().await;
+        if let Some(parent) = keep_log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(collector.dir().join("collector.log"), keep_log)
+            .with_context(|| format!("keeping the private Collector's log as {}", keep_log.display()))?;
+        stopped?;
         if let Some(broker) = &self.broker {
             broker.lock().await.stop().await?;
         }
@@ -358,7 +367,7 @@ pub async fn run_scenario(options: &MatrixOptions, scenario: &Scenario) -> anyho
     }
     Arc::try_unwrap(infra)
         .map_err(|_| anyhow::anyhow!("the shared infrastructure is still in use"))?
-        .stop()
+        .stop(&options.out.join(&scenario.name).join("collector.log"))
         .await?;
     Ok(out)
 }

@@ -4,8 +4,8 @@
 //! trace` and this report): per order, every span carrying its `pizza.order.id`, from every trace
 //! that holds one, judged by [`analyze`] as complete, continuous, linked, with its orphans and
 //! fragments. What this module adds is the load tester's patience: spans reach Jaeger late (SDK
-//! batch, Collector batch), so incomplete orders are read again until they are complete or the
-//! patience is spent.
+//! batch, Collector batch), so orders that are incomplete, or have an orphan or an unresolved link,
+//! are read again until they are whole or the patience is spent.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,8 +17,9 @@ use uuid::Uuid;
 use crate::target::Target;
 
 /// Reads and judges the traces of `orders` (order id → terminal status). Spans reach Jaeger late
-/// (SDK batch, Collector batch), so incomplete orders are read again until they are complete or
-/// `patience` has passed; what is still missing then is reported as missing. With `sampled`, an
+/// (SDK batch, Collector batch, a Collector restart), so an order that is incomplete or has an
+/// orphan or an unresolved link is read again until it is whole or `patience` has passed; what is
+/// still missing then is reported as missing. With `sampled`, an
 /// order whose `POST /orders` span is not there was not kept by sampling and is not read again.
 pub async fn collect(
     target: &Target,
@@ -57,7 +58,11 @@ pub async fn collect(
         .await;
         pending.clear();
         for (id, status, verdict) in round.into_iter().flatten() {
-            if !verdict.complete && (verdict.has_root || !sampled) {
+            // A span whose parent or link target is not there yet is as late as a missing
+            // expected span: an order that is complete by name but has an orphan or an unresolved
+            // link is read again too (a Collector restart can hold the parent back).
+            let whole = verdict.complete && verdict.orphans == 0 && verdict.unlinked == 0;
+            if !whole && (verdict.has_root || !sampled) {
                 pending.push((id, status));
             }
             results.insert(id, verdict);

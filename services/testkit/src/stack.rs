@@ -21,6 +21,9 @@ pub struct Stack {
     pub jaeger_url: String,
     /// The Collector's own Prometheus metrics (`PIZZA_COLLECTOR_METRICS_URL`).
     pub collector_metrics_url: String,
+    /// Jaeger's own OTLP/HTTP receiver, behind the Collector (`PIZZA_JAEGER_OTLP_HTTP_URL`): for a
+    /// test that must place spans in Jaeger at a moment of its choosing, with no batch between.
+    pub jaeger_otlp_http_url: String,
     /// The Collector binary built by the native stack (`PIZZA_OTELCOL_BIN`), if known.
     pub otelcol_bin: Option<PathBuf>,
 }
@@ -37,6 +40,8 @@ pub mod defaults {
     pub const JAEGER_URL: &str = "http://127.0.0.1:16686";
     /// The Collector's own metrics.
     pub const COLLECTOR_METRICS_URL: &str = "http://127.0.0.1:8888/metrics";
+    /// Jaeger's OTLP/HTTP receiver.
+    pub const JAEGER_OTLP_HTTP_URL: &str = "http://127.0.0.1:14318";
 }
 
 impl Stack {
@@ -49,6 +54,7 @@ impl Stack {
             otlp_grpc_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT", defaults::OTLP_GRPC_ENDPOINT),
             jaeger_url: var("PIZZA_JAEGER_URL", defaults::JAEGER_URL),
             collector_metrics_url: var("PIZZA_COLLECTOR_METRICS_URL", defaults::COLLECTOR_METRICS_URL),
+            jaeger_otlp_http_url: var("PIZZA_JAEGER_OTLP_HTTP_URL", defaults::JAEGER_OTLP_HTTP_URL),
             otelcol_bin: std::env::var_os("PIZZA_OTELCOL_BIN").map(PathBuf::from),
         }
     }
