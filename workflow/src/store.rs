@@ -177,11 +177,16 @@ pub(crate) async fn claim(
     now: OffsetDateTime,
     lease: Duration,
     limit: usize,
-) -> Result<Vec<ClaimedRun>, sqlx::Error> {
-    // One round trip claims up to `limit` runs and reads their histories. A run taken over from a
-    // worker whose lease expired is the exception: that worker may have committed a step between
-    // this statement's snapshot and the moment it locked the row, so its history is read afresh by
-    // the execution (`history: None`).
+) -> Result<Claim, sqlx::Error> {
+    // One round trip claims up to `limit` runs, reads their histories, and says when the next run
+    // of these workflows not claimed now is due (the worker sleeps that long when it got fewer runs
+    // than it asked for). A run taken over from a worker whose lease expired is the exception: that
+    // worker may have committed a step between this statement's snapshot and the moment it locked
+    // the row, so its history is read afresh by the execution (`history: None`).
+    //
+    // The statement's one row per claimed run and attempt hangs off the single `due` row, so an
+    // empty claim still returns the due time. `due` reads the runs as of the statement's snapshot,
+    // where the runs claimed now are still due: they are left out by id.
     let rows = sqlx::query(
         "with next as ( \
              select id, available_at, status from workflow.runs \
@@ -202,13 +207,22 @@ pub(crate) async fn claim(
                  r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, \
                  r.deadline_at, r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, \
                  r.interrupt_step, r.labels, next.available_at as due_at, next.status as previous_status \
+         ), due as ( \
+             select extract(epoch from least( \
+                 (select min(available_at) from workflow.runs \
+                  where status in ('pending', 'sleeping') and workflow_name = any($2) \
+                    and id <> all(array(select id from next))) - $1, \
+                 (select min(available_at) from workflow.runs \
+                  where status = 'running' and workflow_name = any($2) \
+                    and id <> all(array(select id from next))) - clock_timestamp()))::float8 as next_due_s \
          ) \
-         select c.*, a.step_index as a_step_index, a.step_name as a_step_name, a.kind as a_kind, \
-             a.attempt as a_attempt, a.status as a_status, a.output as a_output, a.error as a_error, \
-             a.retry_at as a_retry_at, a.wake_at as a_wake_at, a.child_run_id as a_child_run_id, \
-             a.started_at as a_started_at \
-         from claimed c \
-         left join workflow.step_attempts a on a.run_id = c.id and c.previous_status <> 'running' \
+         select d.next_due_s, c.*, a.step_index as a_step_index, a.step_name as a_step_name, \
+             a.kind as a_kind, a.attempt as a_attempt, a.status as a_status, a.output as a_output, \
+             a.error as a_error, a.retry_at as a_retry_at, a.wake_at as a_wake_at, \
+             a.child_run_id as a_child_run_id, a.started_at as a_started_at \
+         from due d left join (claimed c \
+             left join workflow.step_attempts a on a.run_id = c.id and c.previous_status <> 'running') \
+             on true \
          order by c.due_at, c.id, a.step_index, a.attempt",
     )
     .bind(now)
@@ -218,19 +232,37 @@ pub(crate) async fn claim(
     .bind(i64::try_from(limit.max(1)).unwrap_or(1))
     .fetch_all(pool)
     .await?;
-    let mut runs: Vec<ClaimedRun> = Vec::new();
+    let mut claim = Claim {
+        runs: Vec::new(),
+        next_due: None,
+    };
     for row in &rows {
-        let id: Uuid = row.try_get("id")?;
-        if runs.last().is_none_or(|r| r.id != id) {
-            runs.push(claimed_from_row(row)?);
+        claim.next_due = row
+            .try_get::<Option<f64>, _>("next_due_s")?
+            .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX));
+        let Some(id) = row.try_get::<Option<Uuid>, _>("id")? else {
+            continue;
+        };
+        if claim.runs.last().is_none_or(|r| r.id != id) {
+            claim.runs.push(claimed_from_row(row)?);
         }
-        let run = runs.last_mut().expect("pushed above");
+        let run = claim.runs.last_mut().expect("pushed above");
         let has_attempt = row.try_get::<Option<i32>, _>("a_step_index")?.is_some();
         if let (Some(history), true) = (&mut run.history, has_attempt) {
             history.push(attempt_from_row(row, "a_")?);
         }
     }
-    Ok(runs)
+    Ok(claim)
+}
+
+/// What one [`claim`] got.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    /// The runs claimed, oldest due first.
+    pub runs: Vec<ClaimedRun>,
+    /// How long until the next run not claimed now is due, if any is: the earliest timer (on the
+    /// engine's clock) or lease expiry (on the database's).
+    pub next_due: Option<Duration>,
 }
 
 fn claimed_from_row(row: &PgRow) -> Result<ClaimedRun, sqlx::Error> {
@@ -259,27 +291,6 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedRun, sqlx::Error> {
         lease_expired,
         history: (!lease_expired).then(Vec::new),
     })
-}
-
-/// How long until the next run of these workflows is due, if any is: the earliest timer (on the
-/// engine's clock) or lease expiry (on the database's). An idle worker sleeps that long at most.
-pub(crate) async fn next_due(
-    pool: &PgPool,
-    workflows: &[String],
-    now: OffsetDateTime,
-) -> Result<Option<Duration>, sqlx::Error> {
-    let seconds: Option<f64> = sqlx::query_scalar(
-        "select extract(epoch from least( \
-             (select min(available_at) from workflow.runs \
-              where status in ('pending', 'sleeping') and workflow_name = any($2)) - $1, \
-             (select min(available_at) from workflow.runs \
-              where status = 'running' and workflow_name = any($2)) - clock_timestamp()))::float8",
-    )
-    .bind(now)
-    .bind(workflows)
-    .fetch_one(pool)
-    .await?;
-    Ok(seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
 }
 
 /// A fenced write's outcome: one row written, or the lease is gone and nothing was.

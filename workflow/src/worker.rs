@@ -146,12 +146,13 @@ impl Worker {
             )
             .await;
             let idle_for = match claimed {
-                Ok(runs) if !runs.is_empty() => {
+                Ok(claim) if !claim.runs.is_empty() => {
                     // Fewer runs than free slots: nothing else is due now, so this worker does not
-                    // claim again until a wake-up or its next timer (an empty claim is an `update`
-                    // statement; after every execution, that was half the claims).
-                    let partial = runs.len() < permits.len();
-                    for (run, slot) in runs.into_iter().zip(permits.drain(..)) {
+                    // claim again until a wake-up or the next due time the claim read (an empty
+                    // claim is an `update` statement; after every execution, that was half the
+                    // claims).
+                    let partial = claim.runs.len() < permits.len();
+                    for (run, slot) in claim.runs.into_iter().zip(permits.drain(..)) {
                         let point = HookPoint::Polled {
                             worker_id: self.config.id.clone(),
                             claimed: Some(run.id),
@@ -170,15 +171,15 @@ impl Worker {
                     if !partial {
                         continue;
                     }
-                    self.until_next_due(&names, now).await
+                    self.idle_for(claim.next_due)
                 }
-                Ok(_) => {
+                Ok(claim) => {
                     let point = HookPoint::Polled {
                         worker_id: self.config.id.clone(),
                         claimed: None,
                     };
                     self.shared.hook(point).await;
-                    self.until_next_due(&names, now).await
+                    self.idle_for(claim.next_due)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, worker = %self.config.id, "claiming a run failed; retrying");
@@ -201,15 +202,10 @@ impl Worker {
 impl Worker {
     /// How long an idle worker sleeps at most: until the next run of its workflows is due, or its
     /// safety-net poll.
-    async fn until_next_due(&self, names: &[String], now: time::OffsetDateTime) -> Duration {
-        match store::next_due(&self.shared.pool, names, now).await {
-            Ok(Some(due)) => due.min(self.config.poll_interval),
-            Ok(None) => self.config.poll_interval,
-            Err(e) => {
-                tracing::warn!(error = %e, worker = %self.config.id, "reading the next due time failed");
-                self.config.poll_interval
-            }
-        }
+    fn idle_for(&self, next_due: Option<Duration>) -> Duration {
+        next_due.map_or(self.config.poll_interval, |due| {
+            due.min(self.config.poll_interval)
+        })
     }
 }
 

@@ -159,10 +159,8 @@ impl Handler for Progress {
         if advanced.before.is_terminal() {
             return Ok(());
         }
-        let run_id = store::find(&mut **tx, order_id)
-            .await
-            .map_err(HandlerError::retry)?
-            .and_then(|o| o.run_id)
+        let run_id = advanced
+            .run_id
             .ok_or_else(|| HandlerError::reject(format!("order {order_id} has no workflow run")))?;
         let key = event.id().to_string();
         // In the consumer's transaction: the status change, the inbox entry and the signal commit

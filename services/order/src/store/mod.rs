@@ -414,6 +414,8 @@ pub struct Advanced {
     pub before: Status,
     /// The status after (the same when `next` was behind, or the order had ended).
     pub after: Status,
+    /// The order's workflow run, read with the lock (so a signal needs no second read).
+    pub run_id: Option<Uuid>,
 }
 
 /// One change to an order: a timeline entry and the status it moves toward.
@@ -472,16 +474,16 @@ pub async fn advance(
     // Two round trips: the row lock with what decides (the status, and for a `once` change whether
     // the timeline holds its event already), then the status and the timeline entry in one statement.
     // The status machine stays in Rust (`Status::advance`), not copied into SQL.
-    let current: Option<(String, bool)> = sqlx::query_as(
+    let current: Option<(String, bool, Option<Uuid>)> = sqlx::query_as(
         "select o.status, $2::text is not null and exists \
-             (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2) \
+             (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2), o.run_id \
          from orders.orders o where o.order_id = $1 for update",
     )
     .bind(order_id)
     .bind(change.once.then_some(change.event))
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((current, seen)) = current else {
+    let Some((current, seen, run_id)) = current else {
         return Ok(None);
     };
     let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
@@ -489,6 +491,7 @@ pub async fn advance(
         return Ok(Some(Advanced {
             before,
             after: before,
+            run_id,
         }));
     }
     let after = before.advance(change.next);
@@ -509,7 +512,11 @@ pub async fn advance(
     .bind(change.progress_percent.map(i16::from))
     .execute(&mut *conn)
     .await?;
-    Ok(Some(Advanced { before, after }))
+    Ok(Some(Advanced {
+        before,
+        after,
+        run_id,
+    }))
 }
 
 /// Whether the payment ledger holds `operation` for the order.
