@@ -53,6 +53,14 @@ pub enum HookPoint {
         /// The run.
         run_id: Uuid,
     },
+    /// An execution suspended (a wait, a sleep, a retry's back-off) and its park, with the wait's
+    /// row, is not recorded yet.
+    BeforePark {
+        /// The worker.
+        worker_id: String,
+        /// The run.
+        run_id: Uuid,
+    },
 }
 
 /// What the worker does after a hook.
@@ -61,8 +69,8 @@ pub enum HookAction {
     /// Go on.
     Continue,
     /// Stop this execution here as if its process had died: nothing more is written, the heartbeat
-    /// stops, and the run is taken over once its lease expires. Only `StepReturned` and
-    /// `BeforeFinish` can crash; elsewhere it means `Continue`.
+    /// stops, and the run is taken over once its lease expires. Only `StepReturned`, `BeforeFinish`
+    /// and `BeforePark` can crash; elsewhere it means `Continue`.
     Crash,
 }
 

@@ -586,8 +586,14 @@ pub(crate) async fn record_interrupt(
 /// Parks the run until `until`, and records this execution as what will wake it (a timer). If
 /// something woke the run while it executed (`wake_seq` moved), it is made due at once and keeps that
 /// cause instead: without this, a signal arriving between the mailbox check and the park would sleep
-/// until the wait's timeout.
-pub(crate) async fn park(conn: &mut PgConnection, args: ParkArgs<'_>) -> Result<(), WorkflowError> {
+/// until the wait's timeout. With `waiting`, the wait's `waiting` row is written by the same
+/// statement, and only if the park was (the park is the fence): one round trip and one commit for
+/// the common wait, where a transaction around an insert and an update took four statements.
+async fn park(
+    conn: &mut PgConnection,
+    args: ParkArgs<'_>,
+    waiting: Option<WaitingRow<'_>>,
+) -> Result<(), WorkflowError> {
     let ParkArgs {
         lease,
         seen_wake_seq,
@@ -596,13 +602,21 @@ pub(crate) async fn park(conn: &mut PgConnection, args: ParkArgs<'_>) -> Result<
         wake,
         reason,
     } = args;
-    let updated = sqlx::query(
-        "update workflow.runs set status = 'sleeping', lease_owner = null, \
-             available_at = case when wake_seq <> $4 then $5 else $6 end, \
-             wake_traceparent = case when wake_seq <> $4 then wake_traceparent else $7 end, \
-             wake_tracestate = case when wake_seq <> $4 then wake_tracestate else $8 end, \
-             wake_reason = case when wake_seq <> $4 then wake_reason else $9 end \
-         where id = $1 and lease_owner = $2 and executions = $3 and status = 'running'",
+    let parked: i64 = sqlx::query_scalar(
+        "with parked as ( \
+             update workflow.runs set status = 'sleeping', lease_owner = null, \
+                 available_at = case when wake_seq <> $4 then $5 else $6 end, \
+                 wake_traceparent = case when wake_seq <> $4 then wake_traceparent else $7 end, \
+                 wake_tracestate = case when wake_seq <> $4 then wake_tracestate else $8 end, \
+                 wake_reason = case when wake_seq <> $4 then wake_reason else $9 end \
+             where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
+             returning id \
+         ), waiting as ( \
+             insert into workflow.step_attempts \
+                 (run_id, step_index, step_name, kind, attempt, status, wake_at, child_run_id, started_at) \
+             select id, $10, $11, $12, 1, 'waiting', $13, $14, $15 from parked where $10::int is not null \
+         ) \
+         select count(*) from parked",
     )
     .bind(lease.run_id)
     .bind(&lease.owner)
@@ -613,9 +627,30 @@ pub(crate) async fn park(conn: &mut PgConnection, args: ParkArgs<'_>) -> Result<
     .bind(field(wake, "traceparent"))
     .bind(field(wake, "tracestate"))
     .bind(reason)
-    .execute(&mut *conn)
+    .bind(waiting.as_ref().map(|w| w.step_index as i32))
+    .bind(waiting.as_ref().map(|w| w.step_name))
+    .bind(waiting.as_ref().map(|w| w.kind.as_str()))
+    .bind(waiting.as_ref().map(|w| w.wake_at))
+    .bind(waiting.as_ref().and_then(|w| w.child_run_id))
+    .bind(waiting.as_ref().map(|w| w.started_at))
+    .fetch_one(&mut *conn)
     .await?;
-    fenced(updated)
+    if parked == 1 {
+        Ok(())
+    } else {
+        Err(WorkflowError::LeaseLost)
+    }
+}
+
+/// The `waiting` row a park writes (attempt 1, no output until the wait resolves).
+#[derive(Debug)]
+struct WaitingRow<'a> {
+    step_index: u32,
+    step_name: &'a str,
+    kind: StepKind,
+    wake_at: OffsetDateTime,
+    child_run_id: Option<Uuid>,
+    started_at: OffsetDateTime,
 }
 
 /// Ends the run and, if it is a child, wakes its parent (with `cause` as what woke it), in one
@@ -878,38 +913,38 @@ pub(crate) async fn insert_child(
     Ok(insert_run(conn, run).await?.0)
 }
 
-/// Records the start of a wait and parks the run (see [`park`]), in one transaction: the wait's
-/// row is only ever on record for a run that parked for it. The park is the fence: if the lease is
-/// gone, neither is written.
+/// Records the start of a wait and parks the run (see [`park`]), atomically: the wait's row is
+/// only ever on record for a run that parked for it. The park is the fence: if the lease is gone,
+/// neither is written. A child wait also creates the child run, so it takes a transaction; any
+/// other park is one statement.
 pub(crate) async fn park_waiting(
     pool: &PgPool,
     park_args: ParkArgs<'_>,
     wait: Option<&WaitStart>,
 ) -> Result<(), WorkflowError> {
-    let Some(wait) = wait else {
-        let mut conn = pool.acquire().await?;
-        return park(&mut conn, park_args).await;
+    let row = |child_run_id| {
+        wait.map(|w| WaitingRow {
+            step_index: w.step_index,
+            step_name: &w.step_name,
+            kind: w.kind,
+            wake_at: w.wake_at,
+            child_run_id,
+            started_at: w.started_at,
+        })
     };
-    let mut tx = pool.begin().await?;
-    let child_run_id = match &wait.child {
-        Some(child) => Some(insert_child(&mut tx, park_args.lease.run_id, wait.started_at, child).await?),
-        None => None,
-    };
-    let row = NewAttempt {
-        step_index: wait.step_index,
-        step_name: &wait.step_name,
-        kind: wait.kind,
-        attempt: 1,
-        status: AttemptStatus::Waiting,
-        output: None,
-        wake_at: Some(wait.wake_at),
-        child_run_id,
-        started_at: wait.started_at,
-    };
-    insert_attempt(&mut tx, park_args.lease.run_id, row).await?;
-    park(&mut tx, park_args).await?;
-    tx.commit().await?;
-    Ok(())
+    match wait.and_then(|w| w.child.as_ref().map(|c| (w, c))) {
+        None => {
+            let mut conn = pool.acquire().await?;
+            park(&mut conn, park_args, row(None)).await
+        }
+        Some((wait, child)) => {
+            let mut tx = pool.begin().await?;
+            let child_run_id = insert_child(&mut tx, park_args.lease.run_id, wait.started_at, child).await?;
+            park(&mut tx, park_args, row(Some(child_run_id))).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    }
 }
 
 /// What a park writes (see [`park`]).

@@ -360,18 +360,24 @@ impl Execution {
             (Some(result), None) => ExecutionOutcome::Returned(result),
         };
         let action = core::apply(&summary.interrupts, outcome);
-        if matches!(
-            action,
-            RunAction::Complete(_) | RunAction::Fail(_) | RunAction::Cancel(_)
-        ) {
-            let point = HookPoint::BeforeFinish {
+        let point = match action {
+            RunAction::Complete(_) | RunAction::Fail(_) | RunAction::Cancel(_) => {
+                Some(HookPoint::BeforeFinish {
+                    worker_id: self.config.id.clone(),
+                    run_id: run.id,
+                })
+            }
+            RunAction::Park(_) => Some(HookPoint::BeforePark {
                 worker_id: self.config.id.clone(),
                 run_id: run.id,
-            };
-            if self.shared.hook(point).await == HookAction::Crash {
-                tracing::info!(parent: &span, run_id = %run.id, "a test hook crashed the execution before its end was recorded");
-                return;
-            }
+            }),
+            RunAction::Abandon => None,
+        };
+        if let Some(point) = point
+            && self.shared.hook(point).await == HookAction::Crash
+        {
+            tracing::info!(parent: &span, run_id = %run.id, "a test hook crashed the execution before its end or park was recorded");
+            return;
         }
         let reason = summary.suspended.map(|(_, r)| r.as_str()).unwrap_or("timer");
         match self

@@ -129,6 +129,7 @@ fn is_stale(point: &HookPoint, wanted: fn(&HookPoint) -> bool) -> bool {
             point,
             HookPoint::StepReturned { worker_id, .. }
                 | HookPoint::BeforeFinish { worker_id, .. }
+                | HookPoint::BeforePark { worker_id, .. }
                 | HookPoint::Heartbeat { worker_id, .. }
                 if worker_id == "stale"
         )
@@ -264,6 +265,79 @@ async fn a_stale_lease_holders_transactional_step_writes_nothing_after_a_takeove
     assert_eq!(
         engine.status(run).await.unwrap().output,
         Some(json!([effects[0].1, 2]))
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_stale_lease_holder_that_parks_for_a_wait_after_a_takeover_writes_neither_the_park_nor_the_wait(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let flows = Workflows::new().register("waits", |ctx, _: ()| async move {
+        let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>((got, ctx.execution_number()))
+    });
+    let stall_gate = Gate::new();
+    let (hooks, mut points) = {
+        let stall_gate = stall_gate.clone();
+        ScriptedHooks::new(move |point| {
+            if is_stale(point, |p| {
+                matches!(p, HookPoint::BeforePark { .. } | HookPoint::Heartbeat { .. })
+            }) {
+                Reaction::Wait(stall_gate.clone())
+            } else {
+                Reaction::Go
+            }
+        })
+    };
+    let engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let stale = Workers::start(&engine, &flows, 1, |_| config("stale", SHORT_LEASE));
+    let run = engine.start("waits", &(), StartOptions::default()).await.unwrap();
+    reached(&mut points, "the stale worker is about to park", |p| {
+        is_stale(p, |p| matches!(p, HookPoint::BeforePark { .. }))
+    })
+    .await;
+    // Its lease runs out; the rescuer replays the run to the same wait and parks for it.
+    let rescuer = Workers::start(&engine, &flows, 1, |_| config("rescuer", Duration::from_secs(30)));
+    let waiting = || async {
+        let history = engine.history(run).await.unwrap();
+        let waits = history.iter().filter(|s| s.step_name == "go").count();
+        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
+        (waits, parked)
+    };
+    let started = std::time::Instant::now();
+    while waiting().await != (1, true) {
+        assert!(started.elapsed() < WAIT, "the rescuer never parked for the wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The run's row as the park left it (when it is due, and what wakes it), beside its history.
+    let row = || async {
+        sqlx::query_as::<_, (String, Option<String>, String, Option<String>)>(
+            "select status, lease_owner, available_at::text, wake_reason from workflow.runs where id = $1",
+        )
+        .bind(run)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let parked_by_rescuer = (snapshot(&engine, run).await, row().await);
+    // The stale worker goes on to its park: refused, with the wait's row.
+    stall_gate.open();
+    tokio::time::timeout(WAIT, stale.stop())
+        .await
+        .expect("the stale execution ended after its park was fenced");
+    assert_eq!(
+        (snapshot(&engine, run).await, row().await),
+        parked_by_rescuer,
+        "the stale worker's park and wait row did not land"
+    );
+    engine.signal(run, "go", &"now", None).await.unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    rescuer.stop().await;
+    assert_eq!(
+        done.output,
+        Some(json!(["now", 3])),
+        "the rescuer's wait received the signal"
     );
 }
 
