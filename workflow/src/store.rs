@@ -167,7 +167,8 @@ pub(crate) async fn insert_run(
 /// A pending or sleeping run is due by the engine's [`Clock`](crate::Clock) (`now`): its
 /// `available_at` is a workflow timer, computed from that clock, which tests move by hand. A lease
 /// is the database's alone: it is set and renewed as `clock_timestamp()` plus its length, and it has
-/// expired when `clock_timestamp()` has passed it. So a worker whose clock runs ahead (a skewed
+/// expired when the claim statement's start on that clock (`statement_timestamp()`) has passed it.
+/// So a worker whose clock runs ahead (a skewed
 /// replica) cannot take a run whose holder is alive and heartbeating: no worker's clock takes part
 /// in deciding that a lease is over.
 pub(crate) async fn claim(
@@ -185,14 +186,23 @@ pub(crate) async fn claim(
     // the row, so its history is read afresh by the execution (`history: None`).
     //
     // The statement's one row per claimed run and attempt hangs off the single `due` row, so an
-    // empty claim still returns the due time. `due` reads the runs as of the statement's snapshot,
-    // where the runs claimed now are still due: they are left out by id.
+    // empty claim still returns the due time.
+    //
+    // Both scans have a bound the planner can use as an index condition (`$1` and
+    // `statement_timestamp()` are fixed for the statement; `clock_timestamp()` is not): the claim
+    // reads only the runs due now, not every active run, and the due time reads only the runs due
+    // later. That matters on a table every step updates: the front of its `available_at` index is
+    // the dead versions of runs that were due a moment ago, and a scan from the start walked them
+    // all (2.5 ms a claim at 30 orders/s, the most expensive statement of the shop). A run due now
+    // that the claim skipped (locked: another worker is claiming it, or a signal or cancel is
+    // being written to it) is not a reason to look again: its claimer runs it, and a signal or
+    // cancel wakes the workers when it commits.
     let rows = sqlx::query(
         "with next as ( \
              select id, available_at, status from workflow.runs \
              where status in ('pending', 'running', 'sleeping') and workflow_name = any($2) \
-               and available_at <= greatest($1, clock_timestamp()) \
-               and case when status = 'running' then available_at <= clock_timestamp() \
+               and available_at <= greatest($1, statement_timestamp()) \
+               and case when status = 'running' then available_at <= statement_timestamp() \
                         else available_at <= $1 end \
              order by available_at \
              limit $5 \
@@ -211,10 +221,10 @@ pub(crate) async fn claim(
              select extract(epoch from least( \
                  (select min(available_at) from workflow.runs \
                   where status in ('pending', 'sleeping') and workflow_name = any($2) \
-                    and id <> all(array(select id from next))) - $1, \
+                    and available_at > $1) - $1, \
                  (select min(available_at) from workflow.runs \
                   where status = 'running' and workflow_name = any($2) \
-                    and id <> all(array(select id from next))) - clock_timestamp()))::float8 as next_due_s \
+                    and available_at > statement_timestamp()) - clock_timestamp()))::float8 as next_due_s \
          ) \
          select d.next_due_s, c.*, a.step_index as a_step_index, a.step_name as a_step_name, \
              a.kind as a_kind, a.attempt as a_attempt, a.status as a_status, a.output as a_output, \

@@ -313,6 +313,48 @@ async fn a_worker_that_claimed_fewer_runs_than_it_has_slots_does_not_claim_again
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_due_run_locked_by_another_transaction_does_not_make_an_idle_worker_claim_in_a_loop(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("quick", |ctx, _: ()| async move {
+        ctx.run("one", RetryPolicy::no_retry(), |_| async { Ok(1) }).await
+    });
+    // Due now, with no worker yet; then a transaction of someone else's holds its row (as a
+    // consumer's signal or an operator's cancel does while it writes).
+    let other = Engine::builder(pool.clone()).build();
+    let run = other.start("quick", &(), StartOptions::default()).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("select 1 from workflow.runs where id = $1 for update")
+        .bind(run)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
+    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        concurrency: 4,
+        ..worker_config("w")
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut empty = 0;
+    while let Ok(point) = points.try_recv() {
+        if let HookPoint::Polled { claimed, .. } = point {
+            assert_eq!(claimed, None, "the locked run cannot be claimed");
+            empty += 1;
+        }
+    }
+    // The claim at the start and the one the listener's connection makes; a worker that counted
+    // the locked run as due now claimed again at once, hundreds of times in half a second.
+    assert!(empty <= 2, "{empty} empty claims while the run was locked");
+    // The holder commits and, like a signal does, wakes the workers.
+    holder.commit().await.unwrap();
+    other.signal(run, "nudge", &(), None).await.unwrap();
+    let done = other.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!(1)));
+}
+
+#[sqlx::test(migrations = false)]
 async fn cancelling_a_waiting_run_interrupts_the_wait_and_compensation_runs_before_it_ends_cancelled(
     pool: PgPool,
 ) {
