@@ -68,6 +68,7 @@ async fn measure(
         cost::transactions(&target.database_url).await?,
     );
     tokio::time::sleep(IDLE_WINDOW).await;
+    let listening = cost::listening_backends(&target.database_url).await?;
     let profiled = cost::start_write_profile(&target.database_url).await?;
     let (load_from, load_tx_from) = (
         cost::sample_all(&pids),
@@ -122,6 +123,7 @@ async fn measure(
         idle: cost::usage_all(&idle_from, &load_from),
         idle_commits_per_s: idle_tx.commits as f64 / IDLE_WINDOW.as_secs_f64(),
         idle_writes_per_s: idle_tx.writes as f64 / IDLE_WINDOW.as_secs_f64(),
+        listening,
         statements,
     };
     let out = dir.join(&scenario.name);
@@ -303,8 +305,9 @@ fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64
     let _ = writeln!(
         text,
         "\nEach service's memory (resident, MB) and CPU (cores busy), traced; idle: {:.1} commits/s, of \
-         which {:.1} wrote.\n",
-        low.idle_commits_per_s, low.idle_writes_per_s
+         which {:.1} wrote; {} connections listening for notifications in the shop's database (each \
+         reads every notification sent there, in a transaction of its own).\n",
+        low.idle_commits_per_s, low.idle_writes_per_s, low.listening
     );
     let mut header = format!("| service | idle MB | idle CPU | {low_rate}/s peak MB | {low_rate}/s CPU |");
     let mut rule = String::from("|---|---|---|---|---|");

@@ -157,6 +157,26 @@ pub async fn transactions(database_url: &str) -> anyhow::Result<Transactions> {
     Ok(Transactions { commits, writes })
 }
 
+/// The connections of the database of `database_url` that listen for notifications: those whose
+/// last statement was a `LISTEN`. Each of them reads every notification committed in the database,
+/// on whichever channel, in a transaction of its own (counted in the commits): a process should
+/// hold one (`pizza_notify`), not one per loop.
+pub async fn listening_backends(database_url: &str) -> anyhow::Result<usize> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .context("connecting to read pg_stat_activity")?;
+    let listening: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and query ilike 'LISTEN %' and pid <> pg_backend_pid()",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    Ok(usize::try_from(listening).unwrap_or(0))
+}
+
 /// Starts a write profile of the database of `database_url`: creates `pg_stat_statements` there if
 /// the server has it loaded and forgets what it counted for this database so far. `Ok(false)`
 /// when the server does not have it (the profile is then left out).
@@ -326,6 +346,9 @@ pub struct StepCost {
     pub idle_commits_per_s: f64,
     /// Writing transactions a second in the idle window.
     pub idle_writes_per_s: f64,
+    /// Connections of the shop's database listening for notifications in the idle window (see
+    /// [`listening_backends`]).
+    pub listening: usize,
     /// The statements of the step; `None` without `pg_stat_statements`.
     pub statements: Option<StatementProfile>,
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use pizza_telemetry::propagation;
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -113,7 +112,7 @@ impl Worker {
         let mut executions = JoinSet::new();
         let mut last_count: Option<Instant> = None;
         self.take_back_leases().await;
-        let listener = tokio::spawn(listen(self.shared.clone(), self.config.id.clone()));
+        let listener = tokio::spawn(listen(self.shared.clone()));
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
         loop {
@@ -209,46 +208,18 @@ impl Worker {
     }
 }
 
-/// Listens on [`store::WAKE_CHANNEL`] and wakes this process's idle workers on every notification.
-/// A lost connection is re-established (its notifications are gone; the workers look once anyway).
+/// Listens on [`store::WAKE_CHANNEL`] and wakes this process's idle workers on every notification,
+/// and whenever some may have been missed (a lost connection).
 ///
-/// The listening connection is the worker's own, outside the engine's pool: a `PgListener` holds its
-/// connection for as long as it listens, and the pool is sized for the work.
-async fn listen(shared: Arc<Shared>, worker_id: String) {
-    let own = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with((*shared.pool.connect_options()).clone());
-    let mut failures = 0u32;
+/// The listening connection is the process's one for this database ([`pizza_notify`]), shared with
+/// whatever else in the process listens there: PostgreSQL makes every listening connection of a
+/// database read every notification sent in it, in a transaction of its own.
+async fn listen(shared: Arc<Shared>) {
+    let mut wakes = pizza_notify::Notifications::shared(&shared.pool).subscribe(store::WAKE_CHANNEL);
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect_with(&own).await?;
-            listener.listen(store::WAKE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        match connected {
-            Ok(mut listener) => {
-                failures = 0;
-                shared.wake_local.notify_waiters();
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(_)) => shared.wake_local.notify_waiters(),
-                        // The connection was lost and is re-established by the next call;
-                        // notifications sent meanwhile are gone, so look now.
-                        Ok(None) => shared.wake_local.notify_waiters(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, worker = %worker_id, "listening for wake-ups failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, worker = %worker_id, "listening for wake-ups failed; retrying");
-            }
-        }
-        failures = failures.saturating_add(1);
-        tokio::time::sleep(pizza_retry::Backoff::default().delay(failures)).await;
+        // A notification or a possible miss: either way the workers look.
+        wakes.recv().await;
+        shared.wake_local.notify_waiters();
     }
 }
 

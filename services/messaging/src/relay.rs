@@ -100,6 +100,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use opentelemetry::KeyValue;
+use pizza_notify::{Event, Notifications, Subscription};
 use pizza_telemetry::attributes::{pizza, semconv};
 use pizza_telemetry::kafka::{self as tk, Outgoing};
 use pizza_telemetry::propagation;
@@ -107,7 +108,6 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use sqlx::postgres::PgListener;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
 use tracing::Span;
@@ -133,7 +133,8 @@ pub struct RelayConfig {
     /// the latency floor of an idle outbox.
     pub poll_interval: Duration,
     /// Wake up when rows are committed (`LISTEN pizza_outbox`, see the module docs) rather than
-    /// only every `poll_interval`. Holds one connection of the pool while the relay runs.
+    /// only every `poll_interval`. On the process's one listening connection for the database
+    /// (`pizza_notify`), not a connection of the pool.
     pub listen: bool,
     /// Pause after a round without progress (a database error, every send failed), growing while
     /// such rounds repeat.
@@ -419,11 +420,7 @@ impl Relay {
         if self.config.instance_id.is_some() {
             self.take_back_claims().await;
         }
-        let mut listener = if self.config.listen {
-            self.listen().await
-        } else {
-            None
-        };
+        let mut listener = self.config.listen.then(|| self.listen());
         let mut answers: Answers = FuturesUnordered::new();
         let mut in_flight: BTreeSet<i64> = BTreeSet::new();
         let mut settled: Vec<(i64, Settle)> = Vec::new();
@@ -557,24 +554,12 @@ impl Relay {
         stats
     }
 
-    /// Listens on `pizza_outbox`; `None` (polling only) if that fails.
-    async fn listen(&self) -> Option<PgListener> {
-        let listening = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listening.await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(
-                    schema = %self.outbox.schema(),
-                    %error,
-                    "cannot listen for new outbox rows; polling instead"
-                );
-                None
-            }
-        }
+    /// Listens on `pizza_outbox`, on the process's listening connection for the database
+    /// ([`pizza_notify`]): PostgreSQL makes every listening connection of a database read every
+    /// notification sent in it, in a transaction of its own, so the relay shares one with the rest
+    /// of the process rather than holding one of the pool's.
+    fn listen(&self) -> Subscription {
+        Notifications::shared(&self.pool).subscribe(NOTIFY_CHANNEL)
     }
 
     /// After shutdown: waits for the answers still due (within the grace), marks what was answered
@@ -996,22 +981,15 @@ impl Relay {
 /// The channel the outbox trigger notifies (migration `0005_outbox_notify.sql`).
 pub const NOTIFY_CHANNEL: &str = "pizza_outbox";
 
-/// Waits for the next notification; `true` if it may concern `schema`: one for it, or a
-/// reconnection after which some may have been missed. Never completes without a listener.
-async fn notified(listener: &mut Option<PgListener>, schema: &str) -> bool {
+/// Waits for the next notification; `true` if it may concern `schema`: one for it, or a possible
+/// miss (a lost connection). Never completes without a listener.
+async fn notified(listener: &mut Option<Subscription>, schema: &str) -> bool {
     let Some(listener) = listener else {
         return std::future::pending().await;
     };
-    match listener.try_recv().await {
-        Ok(Some(notification)) => notification.payload() == schema,
-        Ok(None) => true,
-        Err(error) => {
-            // The database is away; the listener reconnects on the next call. Meanwhile the relay
-            // polls, and this waits a little so a dead database does not spin it.
-            tracing::warn!(%error, "listening for new outbox rows failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            true
-        }
+    match listener.recv().await {
+        Event::Notified(payload) => payload == schema,
+        Event::Missed => true,
     }
 }
 

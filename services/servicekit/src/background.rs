@@ -53,7 +53,6 @@ use pizza_messaging::{
 };
 use rdkafka::ClientConfig;
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -182,44 +181,20 @@ pub async fn notified_rounds<F, Fut, E>(
     listener.abort();
 }
 
-/// Listens on `channel` and wakes `wake` on every notification, and after every (re)connect, since
-/// notifications sent while it was not listening are gone. Runs until aborted; a lost connection is
-/// re-established with back-off, the loop's safety net covering the gap.
+/// Listens on `channel` and wakes `wake` on every notification, and whenever some may have been
+/// missed (after every (re)connect: notifications sent while nobody listened are gone). Runs until
+/// aborted; a lost connection is re-established with back-off, the loop's safety net covering the
+/// gap.
 ///
-/// The listening connection is its own, outside `pool` (with the pool's settings): a `PgListener`
-/// holds its connection for as long as it listens, and the pool is sized for the work.
+/// The listening connection is the process's one for the database of `pool` ([`pizza_notify`]),
+/// shared with the relay, the workflow worker and anything else in the process that listens there:
+/// PostgreSQL makes every listening connection of a database read every notification sent in it,
+/// in a transaction of its own.
 pub async fn listen(pool: PgPool, channel: &'static str, wake: Wake) {
-    let own = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with((*pool.connect_options()).clone());
-    let mut failures = 0u32;
+    let mut notifications = pizza_notify::Notifications::shared(&pool).subscribe(channel);
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect_with(&own).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        match connected {
-            Ok(mut listener) => {
-                failures = 0;
-                wake.wake();
-                loop {
-                    match listener.try_recv().await {
-                        // `None`: the connection was lost and the next call re-establishes it;
-                        // what was sent meanwhile is gone, so look now.
-                        Ok(_) => wake.wake(),
-                        Err(error) => {
-                            tracing::warn!(%error, channel, "listening for wake-ups failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, channel, "listening for wake-ups failed; retrying"),
-        }
-        failures = failures.saturating_add(1);
-        tokio::time::sleep(pizza_retry::Backoff::default().delay(failures)).await;
+        notifications.recv().await;
+        wake.wake();
     }
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //!  any replica: insert into orders.timeline ──trigger──► pg_notify('orders_timeline', order id)
 //!                                                                │ (at commit)
-//!  this process: one PgListener ─► registry: order id ─► watch ─► each stream of that order re-reads
+//!  this process: one listener  ─► registry: order id ─► watch ─► each stream of that order re-reads
 //! ```
 //!
 //! Every replica writes timeline rows (the workflow's steps, the consumer's events, the reconciler),
@@ -14,16 +14,17 @@
 //! notified, and on a slow safety-net timer that covers a notification lost while the listener
 //! reconnected (after a reconnect every stream is told to read anyway).
 //!
-//! The listener has a connection of its own (a one-connection pool from the service's options), so
-//! it never takes one from the handlers, and it is started by the first stream. The number of streams
+//! The listener is the process's one listening connection for the database ([`pizza_notify`]),
+//! shared with the relay, the workflow worker and anything else in the process that listens, never
+//! a connection of the handlers' pool; the feed subscribes to it with its first stream. The number of streams
 //! a process serves at once is capped ([`TimelineFeed::subscribe`] refuses beyond it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use pizza_notify::{Event, Notifications};
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use uuid::Uuid;
 
@@ -111,11 +112,8 @@ impl TimelineFeed {
             .map_err(|_| Full(self.inner.config.max_streams))?;
         self.inner.listening.call_once(|| {
             let feed_gone = self.inner.alive.subscribe();
-            tokio::spawn(listen(
-                Arc::downgrade(&self.inner),
-                self.inner.pool.clone(),
-                feed_gone,
-            ));
+            let notifications = Notifications::shared(&self.inner.pool).subscribe(CHANNEL);
+            tokio::spawn(listen(Arc::downgrade(&self.inner), notifications, feed_gone));
         });
         let changed = {
             let mut orders = self.inner.orders.lock().expect("feed registry lock");
@@ -176,74 +174,29 @@ impl Drop for Subscription {
     }
 }
 
-/// The listener: one connection, `LISTEN orders_timeline`, each notification to the streams of its
-/// order. Reconnects after a lost connection (telling every stream to read, since notifications may
-/// have been missed); ends, closing its connection, when the feed is gone or the service's pool is
-/// closed.
-async fn listen(feed: Weak<Inner>, pool: PgPool, mut feed_gone: watch::Receiver<()>) {
-    let options = (*pool.connect_options()).clone();
-    let own = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
-    tokio::select! {
-        () = notify_streams(&feed, &pool, &own) => {}
-        // Fails when the feed's sender is dropped: the feed is gone.
-        _ = feed_gone.changed() => {}
-    }
-    own.close().await;
-}
-
-async fn notify_streams(feed: &Weak<Inner>, pool: &PgPool, own: &PgPool) {
-    let mut failures = 0u32;
+/// The listener: `orders_timeline` on the process's listening connection, each notification to the
+/// streams of its order, every stream told to read when notifications may have been missed (the
+/// connection was lost and is back). Ends when the feed is gone.
+async fn listen(
+    feed: Weak<Inner>,
+    mut notifications: pizza_notify::Subscription,
+    mut feed_gone: watch::Receiver<()>,
+) {
     loop {
-        if feed.strong_count() == 0 || pool.is_closed() {
-            return;
-        }
-        let mut listener = match connect(own).await {
-            Ok(listener) => {
-                failures = 0;
-                listener
-            }
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, failures, "timeline listener could not connect; streams fall back to their safety poll");
-                tokio::time::sleep(Duration::from_secs(1).saturating_mul(failures.min(10))).await;
-                continue;
-            }
+        let event = tokio::select! {
+            event = notifications.recv() => event,
+            // Fails when the feed's sender is dropped: the feed is gone.
+            _ = feed_gone.changed() => return,
         };
-        // Whatever was committed before LISTEN took effect was not notified.
-        if let Some(feed) = feed.upgrade() {
-            feed.notify_all();
-        }
-        loop {
-            // Wake now and then to notice that the feed is gone.
-            let next = tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await;
-            let Some(feed) = feed.upgrade() else { return };
-            match next {
-                Err(_idle) => {}
-                Ok(Ok(Some(notification))) => match notification.payload().parse::<Uuid>() {
-                    Ok(order_id) => feed.notify(order_id),
-                    Err(_) => tracing::warn!(
-                        payload = notification.payload(),
-                        "timeline notification without an order id"
-                    ),
-                },
-                // The connection was lost and is back: notifications may have been missed.
-                Ok(Ok(None)) => feed.notify_all(),
-                Ok(Err(error)) => {
-                    if pool.is_closed() {
-                        return;
-                    }
-                    tracing::warn!(%error, "timeline listener lost its connection; reconnecting");
-                    break;
-                }
-            }
+        let Some(feed) = feed.upgrade() else { return };
+        match event {
+            Event::Notified(payload) => match payload.parse::<Uuid>() {
+                Ok(order_id) => feed.notify(order_id),
+                Err(_) => tracing::warn!(payload, "timeline notification without an order id"),
+            },
+            Event::Missed => feed.notify_all(),
         }
     }
-}
-
-async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
 }
 
 #[cfg(test)]
