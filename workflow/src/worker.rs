@@ -112,6 +112,8 @@ impl Worker {
         let mut executions = JoinSet::new();
         let mut last_count: Option<Instant> = None;
         self.take_back_leases().await;
+        // Claims go through a connection of their own (see `store::claim_pool`).
+        let claims = store::claim_pool(&self.shared.pool);
         let listener = tokio::spawn(listen(self.shared.clone()));
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
@@ -136,7 +138,7 @@ impl Worker {
             let woken = self.shared.wake_local.notified();
             let now = self.shared.clock.now();
             let claimed = store::claim(
-                &self.shared.pool,
+                &claims,
                 &self.config.id,
                 &names,
                 now,
@@ -193,6 +195,7 @@ impl Worker {
             }
         }
         listener.abort();
+        claims.close().await;
         while executions.join_next().await.is_some() {}
         Ok(())
     }
