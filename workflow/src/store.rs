@@ -1131,6 +1131,20 @@ mod tests {
         (lines.join("\n"), next)
     }
 
+    /// Claims up to `limit` runs of the workflow `quick` on `pool`, as worker `w` with a 30 s lease.
+    async fn claim_quick(pool: &PgPool, limit: usize) -> Claim {
+        claim(
+            pool,
+            "w",
+            &["quick".to_owned()],
+            OffsetDateTime::now_utc(),
+            Duration::from_secs(30),
+            limit,
+        )
+        .await
+        .expect("claim")
+    }
+
     // The statistics say the table is empty (analyzed before the starts, as after a burst that
     // autovacuum has not caught up with): the shared pool's connection plans a bitmap scan of every
     // due run and a sort, the worker's claim connection still walks the due index in order and
@@ -1164,32 +1178,14 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        let first = claim(
-            &claims,
-            "w",
-            &["quick".to_owned()],
-            OffsetDateTime::now_utc(),
-            Duration::from_secs(30),
-            3,
-        )
-        .await
-        .unwrap();
+        let first = claim_quick(&claims, 3).await;
         let claimed: Vec<Uuid> = first.runs.iter().map(|r| r.id).collect();
         assert_eq!(claimed, oldest, "the three runs due first, oldest first");
         assert_eq!(
             first.next_due, None,
             "a full claim does not read the next due time"
         );
-        let rest = claim(
-            &claims,
-            "w",
-            &["quick".to_owned()],
-            OffsetDateTime::now_utc(),
-            Duration::from_secs(30),
-            5000,
-        )
-        .await
-        .unwrap();
+        let rest = claim_quick(&claims, 5000).await;
         assert_eq!(rest.runs.len(), 1997, "the other runs due");
         let due = rest.next_due.expect("a partial claim reads the next due time");
         assert!(
