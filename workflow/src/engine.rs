@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -177,13 +177,35 @@ pub(crate) struct Shared {
     /// Wakes this process's idle workers at once when this process starts or signals a run; workers
     /// in other processes find it at their next poll.
     pub wake_local: Arc<Notify>,
+    /// The earliest due time of the runs parked here that the idle workers may not know of yet (see
+    /// [`Shared::parked`]).
+    pub parks: watch::Sender<tokio::time::Instant>,
     /// Test hooks ([`crate::hooks`]); none in production.
     pub hooks: Option<Arc<dyn Hooks>>,
     /// See [`EngineBuilder::record_start_after`].
     pub record_start_after: Duration,
 }
 
+/// The furthest ahead [`Shared::parked`] looks: an idle worker looks again at least this often anyway.
+const PARK_HORIZON: Duration = Duration::from_secs(3600);
+
 impl Shared {
+    /// Tells this process's idle workers that a run parked here falls due at `due` (the engine's
+    /// clock). A worker sleeping past it now wakes then; one sleeping less long sleeps on. Nothing is
+    /// claimed now: waking the workers to claim after every park (as a start or a signal does) cost
+    /// an empty claim, a statement and a commit, after nearly every park, since a parked run is
+    /// seldom due at once.
+    pub(crate) fn parked(&self, due: OffsetDateTime) {
+        let wait = Duration::try_from(due - self.clock.now()).unwrap_or(Duration::ZERO);
+        let now = tokio::time::Instant::now();
+        let at = now + wait.min(PARK_HORIZON);
+        // Earlier than any due time the workers have not seen yet, unless that one is past (and so
+        // seen, or about to be: a worker claims as soon as it looks).
+        self.parks.send_modify(|earliest| {
+            *earliest = if *earliest > now { (*earliest).min(at) } else { at };
+        });
+    }
+
     /// Awaits the test hooks at `point`, if any.
     pub(crate) async fn hook(&self, point: HookPoint) -> HookAction {
         match &self.hooks {
@@ -256,6 +278,7 @@ impl EngineBuilder {
                 topology: self.topology,
                 metrics: self.metrics.unwrap_or_else(Metrics::global),
                 wake_local: Arc::new(Notify::new()),
+                parks: watch::Sender::new(tokio::time::Instant::now()),
                 hooks: self.hooks,
                 record_start_after: self.record_start_after,
             }),

@@ -515,6 +515,7 @@ pub(crate) struct RecordedAttempt<'a> {
 }
 
 /// The columns an attempt's end writes.
+#[derive(Debug, Clone)]
 struct EndColumns {
     status: &'static str,
     output: Option<Value>,
@@ -543,6 +544,69 @@ impl EndColumns {
     }
 }
 
+/// An attempt's row as [`record_attempt`] writes it, owned: what a quick step's attempt leaves for
+/// the execution's next write to carry ([`ParkArgs::ended`], [`finish_run`]; see `context::run`,
+/// "Deferred records").
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRow {
+    step_index: u32,
+    step_name: String,
+    kind: StepKind,
+    attempt: u32,
+    started_at: OffsetDateTime,
+    finished_at: Option<OffsetDateTime>,
+    end: EndColumns,
+}
+
+impl AttemptRow {
+    pub(crate) fn new(a: RecordedAttempt<'_>) -> Result<Self, WorkflowError> {
+        Ok(Self {
+            step_index: a.step_index,
+            step_name: a.step_name.to_owned(),
+            kind: a.kind,
+            attempt: a.attempt,
+            started_at: a.started_at,
+            finished_at: a.end.as_ref().map(|(_, at)| *at),
+            end: EndColumns::of(a.end.as_ref().map(|(e, _)| e))?,
+        })
+    }
+}
+
+/// The insert of a deferred [`AttemptRow`] as a data-modifying CTE named `recorded`, for a statement
+/// whose `$1` is the run and `$4`..`$13` the row as [`bind_row`] binds it: the row is inserted once
+/// for each row of `$from` (the statement's fenced update, so only if the fence held), and not at all
+/// when `$4` is null (no row to carry).
+macro_rules! recorded_with {
+    ($from:literal) => {
+        concat!(
+            "recorded as ( \
+                 insert into workflow.step_attempts \
+                     (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, \
+                      started_at, finished_at) \
+                 select id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 from ",
+            $from,
+            " where $4::int is not null)"
+        )
+    };
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds an attempt's row as `$4`..`$13` (after the lease's `$1`..`$3`); `None` binds nulls.
+fn bind_row<'q>(query: PgQuery<'q>, row: Option<&'q AttemptRow>) -> PgQuery<'q> {
+    query
+        .bind(row.map(|r| r.step_index as i32))
+        .bind(row.map(|r| r.step_name.as_str()))
+        .bind(row.map(|r| r.kind.as_str()))
+        .bind(row.map(|r| r.attempt as i32))
+        .bind(row.map(|r| r.end.status))
+        .bind(row.and_then(|r| r.end.output.as_ref()))
+        .bind(row.and_then(|r| r.end.error.as_ref()))
+        .bind(row.and_then(|r| r.end.retry_at))
+        .bind(row.map(|r| r.started_at))
+        .bind(row.and_then(|r| r.finished_at))
+}
+
 /// Records an attempt in one statement, fenced by the lease: one round trip and one commit. `Err(
 /// LeaseLost)` if the lease is gone (nothing is written).
 pub(crate) async fn record_attempt(
@@ -550,8 +614,16 @@ pub(crate) async fn record_attempt(
     lease: &Lease,
     a: RecordedAttempt<'_>,
 ) -> Result<(), WorkflowError> {
-    let end_columns = EndColumns::of(a.end.as_ref().map(|(e, _)| e))?;
-    let inserted = sqlx::query(concat!(
+    record_row(db, lease, &AttemptRow::new(a)?).await
+}
+
+/// Writes an attempt's row in one statement, fenced by the lease (see [`record_attempt`]).
+pub(crate) async fn record_row(
+    db: impl PgExecutor<'_>,
+    lease: &Lease,
+    row: &AttemptRow,
+) -> Result<(), WorkflowError> {
+    let query = sqlx::query(concat!(
         "insert into workflow.step_attempts \
              (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, started_at, \
               finished_at) \
@@ -560,19 +632,8 @@ pub(crate) async fn record_attempt(
     ))
     .bind(lease.run_id)
     .bind(&lease.owner)
-    .bind(lease.execution)
-    .bind(a.step_index as i32)
-    .bind(a.step_name)
-    .bind(a.kind.as_str())
-    .bind(a.attempt as i32)
-    .bind(end_columns.status)
-    .bind(end_columns.output)
-    .bind(end_columns.error)
-    .bind(end_columns.retry_at)
-    .bind(a.started_at)
-    .bind(a.end.as_ref().map(|(_, at)| *at))
-    .execute(db)
-    .await?;
+    .bind(lease.execution);
+    let inserted = bind_row(query, Some(row)).execute(db).await?;
     fenced(inserted)
 }
 
@@ -634,12 +695,14 @@ pub(crate) async fn record_interrupt(
 /// cause instead: without this, a signal arriving between the mailbox check and the park would sleep
 /// until the wait's timeout. With `waiting`, the wait's `waiting` row is written by the same
 /// statement, and only if the park was (the park is the fence): one round trip and one commit for
-/// the common wait, where a transaction around an insert and an update took four statements.
+/// the common wait, where a transaction around an insert and an update took four statements. The
+/// same goes for [`ParkArgs::ended`], the deferred row of the step before the park. Returns when the
+/// run is due now (`until`, or now if it was woken meanwhile).
 async fn park(
     conn: &mut PgConnection,
     args: ParkArgs<'_>,
     waiting: Option<WaitingRow<'_>>,
-) -> Result<(), WorkflowError> {
+) -> Result<OffsetDateTime, WorkflowError> {
     let ParkArgs {
         lease,
         seen_wake_seq,
@@ -647,45 +710,45 @@ async fn park(
         now,
         wake,
         reason,
+        ended,
     } = args;
-    let parked: i64 = sqlx::query_scalar(
+    let query = sqlx::query(concat!(
         "with parked as ( \
              update workflow.runs set status = 'sleeping', lease_owner = null, \
-                 available_at = case when wake_seq <> $4 then $5 else $6 end, \
-                 wake_traceparent = case when wake_seq <> $4 then wake_traceparent else $7 end, \
-                 wake_tracestate = case when wake_seq <> $4 then wake_tracestate else $8 end, \
-                 wake_reason = case when wake_seq <> $4 then wake_reason else $9 end \
+                 available_at = case when wake_seq <> $14 then $15 else $16 end, \
+                 wake_traceparent = case when wake_seq <> $14 then wake_traceparent else $17 end, \
+                 wake_tracestate = case when wake_seq <> $14 then wake_tracestate else $18 end, \
+                 wake_reason = case when wake_seq <> $14 then wake_reason else $19 end \
              where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
-             returning id \
+             returning id, available_at \
          ), waiting as ( \
              insert into workflow.step_attempts \
                  (run_id, step_index, step_name, kind, attempt, status, wake_at, child_run_id, started_at) \
-             select id, $10, $11, $12, 1, 'waiting', $13, $14, $15 from parked where $10::int is not null \
-         ) \
-         select count(*) from parked",
-    )
+             select id, $20, $21, $22, 1, 'waiting', $23, $24, $25 from parked where $20::int is not null \
+         ), ",
+        recorded_with!("parked"),
+        " select min(available_at) from parked"
+    ))
     .bind(lease.run_id)
     .bind(&lease.owner)
-    .bind(lease.execution)
-    .bind(seen_wake_seq)
-    .bind(now)
-    .bind(until)
-    .bind(field(wake, "traceparent"))
-    .bind(field(wake, "tracestate"))
-    .bind(reason)
-    .bind(waiting.as_ref().map(|w| w.step_index as i32))
-    .bind(waiting.as_ref().map(|w| w.step_name))
-    .bind(waiting.as_ref().map(|w| w.kind.as_str()))
-    .bind(waiting.as_ref().map(|w| w.wake_at))
-    .bind(waiting.as_ref().and_then(|w| w.child_run_id))
-    .bind(waiting.as_ref().map(|w| w.started_at))
-    .fetch_one(&mut *conn)
-    .await?;
-    if parked == 1 {
-        Ok(())
-    } else {
-        Err(WorkflowError::LeaseLost)
-    }
+    .bind(lease.execution);
+    let row = bind_row(query, ended)
+        .bind(seen_wake_seq)
+        .bind(now)
+        .bind(until)
+        .bind(field(wake, "traceparent"))
+        .bind(field(wake, "tracestate"))
+        .bind(reason)
+        .bind(waiting.as_ref().map(|w| w.step_index as i32))
+        .bind(waiting.as_ref().map(|w| w.step_name))
+        .bind(waiting.as_ref().map(|w| w.kind.as_str()))
+        .bind(waiting.as_ref().map(|w| w.wake_at))
+        .bind(waiting.as_ref().and_then(|w| w.child_run_id))
+        .bind(waiting.as_ref().map(|w| w.started_at))
+        .fetch_one(&mut *conn)
+        .await?;
+    row.try_get::<Option<OffsetDateTime>, _>(0)?
+        .ok_or(WorkflowError::LeaseLost)
 }
 
 /// The `waiting` row a park writes (attempt 1, no output until the wait resolves).
@@ -700,7 +763,10 @@ struct WaitingRow<'a> {
 }
 
 /// Ends the run and, if it is a child, wakes its parent (with `cause` as what woke it), in one
-/// statement: one round trip, one commit. Returns the parent, if any.
+/// statement: one round trip, one commit. `ended` is the attempt of a quick step whose row waited for
+/// this end (the workflow's last step, typically): written by the same statement, and only if the
+/// run ended. Returns the parent, if any.
+#[allow(clippy::too_many_arguments)] // one statement's inputs; a struct would only rename them
 pub(crate) async fn finish_run(
     pool: &PgPool,
     lease: &Lease,
@@ -709,41 +775,44 @@ pub(crate) async fn finish_run(
     error: Option<&RunError>,
     now: OffsetDateTime,
     cause: &[(String, String)],
+    ended: Option<&AttemptRow>,
 ) -> Result<Option<Uuid>, WorkflowError> {
     let error = error.map(serde_json::to_value).transpose()?;
-    let row = sqlx::query(
+    let query = sqlx::query(concat!(
         "with finished as ( \
-             update workflow.runs set status = $4, output = $5, error = $6, finished_at = $7, \
+             update workflow.runs set status = $14, output = $15, error = $16, finished_at = $17, \
                  lease_owner = null \
              where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
-             returning parent_run_id \
+             returning id, parent_run_id \
          ), woke as ( \
              update workflow.runs p set wake_seq = p.wake_seq + 1, \
-                 available_at = case when p.status = 'sleeping' then least(p.available_at, $7) \
+                 available_at = case when p.status = 'sleeping' then least(p.available_at, $17) \
                                 else p.available_at end, \
-                 wake_traceparent = coalesce($8, p.wake_traceparent), \
-                 wake_tracestate = case when $8 is null then p.wake_tracestate else $9 end, \
+                 wake_traceparent = coalesce($18, p.wake_traceparent), \
+                 wake_tracestate = case when $18 is null then p.wake_tracestate else $19 end, \
                  wake_reason = 'child' \
              from finished f \
              where p.id = f.parent_run_id and p.status in ('pending', 'running', 'sleeping') \
              returning p.id \
-         ) \
-         select (select count(*) from finished) as finished, \
+         ), ",
+        recorded_with!("finished"),
+        " select (select count(*) from finished) as finished, \
              (select parent_run_id from finished) as parent, \
-             (select count(pg_notify($10, '')) from woke) as notified",
-    )
+             (select count(pg_notify($20, '')) from woke) as notified"
+    ))
     .bind(lease.run_id)
     .bind(&lease.owner)
-    .bind(lease.execution)
-    .bind(status.as_str())
-    .bind(output)
-    .bind(error)
-    .bind(now)
-    .bind(field(cause, "traceparent"))
-    .bind(field(cause, "tracestate"))
-    .bind(WAKE_CHANNEL)
-    .fetch_one(pool)
-    .await?;
+    .bind(lease.execution);
+    let row = bind_row(query, ended)
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(now)
+        .bind(field(cause, "traceparent"))
+        .bind(field(cause, "tracestate"))
+        .bind(WAKE_CHANNEL)
+        .fetch_one(pool)
+        .await?;
     if row.try_get::<i64, _>("finished")? != 1 {
         return Err(WorkflowError::LeaseLost);
     }
@@ -962,12 +1031,13 @@ pub(crate) async fn insert_child(
 /// Records the start of a wait and parks the run (see [`park`]), atomically: the wait's row is
 /// only ever on record for a run that parked for it. The park is the fence: if the lease is gone,
 /// neither is written. A child wait also creates the child run, so it takes a transaction; any
-/// other park is one statement.
+/// other park is one statement. Returns the earliest time the park made anything due: the run's
+/// own due time, or now for a child created with it.
 pub(crate) async fn park_waiting(
     pool: &PgPool,
     park_args: ParkArgs<'_>,
     wait: Option<&WaitStart>,
-) -> Result<(), WorkflowError> {
+) -> Result<OffsetDateTime, WorkflowError> {
     let row = |child_run_id| {
         wait.map(|w| WaitingRow {
             step_index: w.step_index,
@@ -986,9 +1056,9 @@ pub(crate) async fn park_waiting(
         Some((wait, child)) => {
             let mut tx = pool.begin().await?;
             let child_run_id = insert_child(&mut tx, park_args.lease.run_id, wait.started_at, child).await?;
-            park(&mut tx, park_args, row(Some(child_run_id))).await?;
+            let due = park(&mut tx, park_args, row(Some(child_run_id))).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(due.min(wait.started_at))
         }
     }
 }
@@ -1002,6 +1072,8 @@ pub(crate) struct ParkArgs<'a> {
     pub now: OffsetDateTime,
     pub wake: &'a [(String, String)],
     pub reason: &'a str,
+    /// The attempt of a quick step whose row waited for this park (written with it, or not at all).
+    pub ended: Option<&'a AttemptRow>,
 }
 
 /// Asks a run to stop. Returns its status, or `None` if there is no such run.

@@ -115,9 +115,10 @@ impl Worker {
         // Claims go through a connection of their own (see `store::claim_pool`).
         let claims = store::claim_pool(&self.shared.pool);
         let listener = tokio::spawn(listen(self.shared.clone()));
+        let mut parks = self.shared.parks.subscribe();
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
-        loop {
+        'claims: loop {
             while executions.try_join_next().is_some() {}
             if last_count.is_none_or(|t| t.elapsed() >= ACTIVE_RUNS_EVERY) {
                 last_count = Some(Instant::now());
@@ -188,10 +189,17 @@ impl Worker {
                 }
             };
             drop(permits);
-            tokio::select! {
-                () = tokio::time::sleep(idle_for) => {}
-                () = woken => {}
-                () = &mut shutdown => break,
+            // Asleep until the next due time, a wake-up, or a run parked here that falls due sooner
+            // (which shortens the sleep without a claim now; see `Shared::parked`).
+            let mut deadline = tokio::time::Instant::now() + idle_for;
+            tokio::pin!(woken);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = &mut woken => break,
+                    Ok(()) = parks.changed() => deadline = deadline.min(*parks.borrow_and_update()),
+                    () = &mut shutdown => break 'claims,
+                }
             }
         }
         listener.abort();
@@ -361,7 +369,7 @@ impl Execution {
                 &identity,
                 &span,
                 action,
-                (reason, summary.wait_start),
+                (reason, summary.wait_start, summary.ended),
             )
             .await
         {
@@ -384,7 +392,7 @@ impl Execution {
         identity: &RunIdentity,
         span: &tracing::Span,
         action: RunAction,
-        (reason, wait): (&str, Option<store::WaitStart>),
+        (reason, wait, ended): (&str, Option<store::WaitStart>, Option<store::AttemptRow>),
     ) -> Result<(), WorkflowError> {
         let now = self.shared.clock.now();
         let (status, output, error) = match action {
@@ -400,10 +408,11 @@ impl Execution {
                     now,
                     wake: &me,
                     reason,
+                    ended: ended.as_ref(),
                 };
-                store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
+                let due = store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
                 // This process's idle workers may be sleeping until a later time than this one.
-                self.shared.wake_local.notify_waiters();
+                self.shared.parked(due);
                 telemetry::record_ok(span);
                 return Ok(());
             }
@@ -421,6 +430,7 @@ impl Execution {
             error.as_ref(),
             now,
             &me,
+            ended.as_ref(),
         )
         .await?;
         if parent.is_some() {

@@ -313,6 +313,57 @@ async fn a_worker_that_claimed_fewer_runs_than_it_has_slots_does_not_claim_again
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_run_parked_here_makes_no_idle_worker_claim_before_it_is_due(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new().register("naps", |ctx, _: ()| async move {
+        ctx.sleep("nap", Duration::from_millis(300)).await?;
+        let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>(got)
+    });
+    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
+    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    // Only a notification or a due time can wake this worker: its safety-net poll is an hour.
+    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        concurrency: 4,
+        ..worker_config("w")
+    });
+    // The worker's first looks (its own, and its listener's once connected) are over before the run
+    // starts: from then on, every claim is one the run caused.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), points.recv()).await {}
+    let other = Engine::builder(pool).build();
+    let run = other.start("naps", &(), StartOptions::default()).await.unwrap();
+    eventually("the wait for the signal", WAIT, || async {
+        let history = other.history(run).await.unwrap();
+        history
+            .iter()
+            .any(|s| s.step_name == "go" && s.status == AttemptStatus::Waiting)
+            .then_some(())
+    })
+    .await;
+    // Time for a claim the second park would have caused to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.signal(run, "go", &"now", None).await.unwrap();
+    let done = other.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!("now")));
+    let mut claims = Vec::new();
+    while let Ok(point) = points.try_recv() {
+        if let HookPoint::Polled { claimed, .. } = point {
+            claims.push(claimed.is_some());
+        }
+    }
+    // Each claim got the run: the start's notification, the nap's due time, the signal's
+    // notification. Each park told the sleeping worker when the run falls due instead of waking it
+    // to claim.
+    assert_eq!(
+        claims,
+        [true, true, true],
+        "three executions, no empty claim after a park: {claims:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
 async fn a_due_run_locked_by_another_transaction_does_not_make_an_idle_worker_claim_in_a_loop(pool: PgPool) {
     migrated(&pool).await;
     let workflows = Workflows::new().register("quick", |ctx, _: ()| async move {
@@ -652,6 +703,91 @@ async fn a_wait_that_parks_the_run_is_recorded_in_the_parks_own_transaction(pool
     assert!(
         history.iter().all(|s| s.status == AttemptStatus::Completed),
         "both waits closed: {history:?}"
+    );
+}
+
+/// Whether the completed attempt of `step` was written by the transaction that last wrote the run's
+/// row (its park or its end).
+async fn step_written_with_run(pool: &PgPool, run: Uuid, step: &str) -> bool {
+    sqlx::query_scalar(
+        "select a.xmin::text = r.xmin::text from workflow.step_attempts a \
+         join workflow.runs r on r.id = a.run_id \
+         where r.id = $1 and a.step_name = $2 and a.status = 'completed'",
+    )
+    .bind(run)
+    .bind(step)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_quick_steps_row_is_on_record_before_the_next_step_and_rides_with_the_park_or_the_runs_end(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let db = pool.clone();
+    let workflows = Workflows::new().register("deferred", move |ctx, _: ()| {
+        let db = db.clone();
+        async move {
+            let first: u32 = ctx
+                .run("first", RetryPolicy::no_retry(), |_| async { Ok(1) })
+                .await?;
+            // The next step's code sees the one before on record: its row waited for this step,
+            // which wrote it before running anything.
+            let on_record: bool = ctx
+                .run("second", RetryPolicy::no_retry(), move |step| async move {
+                    sqlx::query_scalar(
+                        "select count(*) = 1 from workflow.step_attempts \
+                         where run_id = $1 and step_name = 'first' and status = 'completed'",
+                    )
+                    .bind(step.run_id)
+                    .fetch_one(&db)
+                    .await
+                    .map_err(|e| StepError::permanent("database", e.to_string()))
+                })
+                .await?;
+            let _: Option<()> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+            let last: u32 = ctx
+                .run("last", RetryPolicy::no_retry(), |_| async { Ok(3) })
+                .await?;
+            Ok::<_, WorkflowError>((first, on_record, last))
+        }
+    });
+    let engine = Engine::builder(pool.clone()).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine
+        .start("deferred", &(), StartOptions::default())
+        .await
+        .unwrap();
+    wait_for_status(&engine, run, RunStatus::Sleeping).await;
+    assert!(
+        step_written_with_run(&pool, run, "second").await,
+        "the step before the wait, the wait's row and the park: one commit"
+    );
+    assert!(
+        !step_written_with_run(&pool, run, "first").await,
+        "the first step's row was written by the second step, before it ran"
+    );
+    engine.signal(run, "go", &(), None).await.unwrap();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output, Some(json!([1, true, 3])));
+    assert!(
+        step_written_with_run(&pool, run, "last").await,
+        "the last step and the run's end: one commit"
+    );
+    let history = engine.history(run).await.unwrap();
+    let steps: Vec<_> = history.iter().map(|s| (s.step_name.as_str(), s.status)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("first", AttemptStatus::Completed),
+            ("second", AttemptStatus::Completed),
+            ("go", AttemptStatus::Completed),
+            ("last", AttemptStatus::Completed),
+        ]
     );
 }
 

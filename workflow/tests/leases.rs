@@ -345,12 +345,21 @@ async fn a_stale_lease_holder_that_parks_for_a_wait_after_a_takeover_writes_neit
 async fn a_stale_lease_holder_that_completes_the_run_after_a_takeover_is_fenced(pool: PgPool) {
     let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion, Effect::Own).await;
     let done = engine.status(run).await.unwrap();
+    // The run's last quick step leaves its row to the run's end (one commit, see `context::run`,
+    // "Deferred records"), and the stall held that end back: the rescuer ran the step again, under
+    // the same idempotency key, and the stale worker's row for it was fenced with its end.
+    let effects = effects(&pool).await;
     assert_eq!(
-        effects(&pool).await.len(),
-        1,
-        "the step was recorded before the stall, so the rescuer replayed it"
+        effects.len(),
+        2,
+        "the step's row was not written before the stall"
     );
-    assert_eq!(completed_steps(&engine, run).await, 1);
+    assert_eq!(effects[0].0, effects[1].0, "one idempotency key");
+    assert_eq!(
+        completed_steps(&engine, run).await,
+        1,
+        "the stale worker's deferred row did not land"
+    );
     assert_eq!(
         done.output,
         Some(json!([1, 2])),

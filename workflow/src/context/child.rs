@@ -65,6 +65,7 @@ impl WorkflowContext {
                     telemetry::record_ok(&span);
                     return Err(self.park_new_wait(start, until));
                 }
+                self.write_deferred().await?;
                 let started = self.start_child_now(&start).instrument(span.clone()).await;
                 match &started {
                     Ok(_) => telemetry::record_ok(&span),
@@ -99,6 +100,7 @@ impl WorkflowContext {
         match core::decide_wait(child.status.is_terminal(), wait.wake_at.unwrap_or(now), now) {
             WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
             WaitDecision::Resolved { timed_out } => {
+                self.write_deferred().await?;
                 let output = if timed_out {
                     json!({ "status": "timed_out", "run_id": child_id })
                 } else {

@@ -43,7 +43,7 @@ use crate::core::{
 };
 use crate::error::{StepError, WorkflowError};
 use crate::hooks::{HookAction, HookPoint, Hooks};
-use crate::store::{self, AttemptEnd, Lease, WaitStart};
+use crate::store::{self, AttemptEnd, AttemptRow, Lease, WaitStart};
 use crate::telemetry::{Metrics, RunIdentity};
 
 /// What step code receives: where it runs and the key that makes its side effects idempotent.
@@ -89,6 +89,10 @@ struct ExecState {
     /// The wait the execution parks for, if it began in this execution: its row is written with the
     /// park (one transaction where there were two).
     wait_start: Option<WaitStart>,
+    /// A quick step's attempt whose row waits for this execution's next write (see `run`, "Deferred
+    /// records"): the next step writes it before it does anything, a park or the run's end writes it
+    /// in its own statement.
+    ended: Option<AttemptRow>,
     /// The database failed or the lease was lost: nothing more may be written by this execution.
     aborted: bool,
 }
@@ -100,6 +104,7 @@ pub(crate) struct ContextSummary {
     pub interrupts: InterruptState,
     pub suspended: Option<(OffsetDateTime, ParkReason)>,
     pub wait_start: Option<WaitStart>,
+    pub ended: Option<AttemptRow>,
     pub aborted: bool,
 }
 
@@ -163,6 +168,7 @@ impl WorkflowContext {
                     interrupts: parts.interrupts,
                     suspended: None,
                     wait_start: None,
+                    ended: None,
                     aborted: false,
                 }),
             }),
@@ -185,14 +191,38 @@ impl WorkflowContext {
         self.inner.execution_number as u32
     }
 
+    /// How the execution ended; the deferred attempt row, if any, moves into it (the park or the
+    /// run's end writes it).
     pub(crate) fn summary(&self) -> ContextSummary {
-        let s = self.state();
+        let mut s = self.state();
         ContextSummary {
             replayed: s.replayed,
             interrupts: s.interrupts,
             suspended: s.suspended,
             wait_start: s.wait_start.clone(),
+            ended: s.ended.take(),
             aborted: s.aborted,
+        }
+    }
+
+    /// Leaves a quick step's attempt row for the execution's next write (see `run`, "Deferred
+    /// records").
+    fn defer(&self, row: AttemptRow) {
+        let earlier = self.state().ended.replace(row);
+        debug_assert!(
+            earlier.is_none(),
+            "every step writes the deferred row before it runs"
+        );
+    }
+
+    /// Writes the deferred attempt row now, if there is one, in one statement fenced by the lease.
+    /// Every step calls this before it writes anything or runs any code of its own; only a wait that
+    /// parks at once leaves the row to its park.
+    async fn write_deferred(&self) -> Result<(), WorkflowError> {
+        let row = self.state().ended.take();
+        match row {
+            Some(row) => store::record_row(&self.inner.pool, &self.inner.lease, &row).await,
+            None => Ok(()),
         }
     }
 
@@ -251,6 +281,15 @@ impl WorkflowContext {
             s.next_index += 1;
             (index, s.interrupts)
         };
+        // A wait may park without another write, and its park then carries the row; every other
+        // step writes it first, so its own code never runs on an unrecorded result.
+        let parks_first = matches!(
+            kind,
+            StepKind::Sleep | StepKind::WaitForSignal | StepKind::RunWorkflow
+        );
+        if !parks_first {
+            self.write_deferred().await?;
+        }
         let now = self.now();
         let recorded = self.inner.history.at(index);
         let decision = core::decide_step(recorded, name, kind, policy, now);
@@ -269,6 +308,7 @@ impl WorkflowContext {
             InterruptDecision::None => {}
             InterruptDecision::Replay(interrupt) => return Err(interrupt.to_error()),
             InterruptDecision::Deliver(interrupt) => {
+                self.guard(self.write_deferred().await)?;
                 self.guard(self.deliver_interrupt(interrupt, index, &decision).await)?;
                 self.state().interrupts.delivered = Some((interrupt, index));
                 return Err(interrupt.to_error());

@@ -2,10 +2,22 @@
 //!
 //! # How a step is recorded, and what a crash costs
 //! A step that returns quickly (within the engine's `record_start_after`, 100 ms by default) costs
-//! one statement: its attempt and its result, fenced by the lease, in one commit. A step still
-//! running then is recorded as `running` while it goes on, and closed when it returns: two commits.
-//! Either way its result is durable before the workflow's next step starts, so the next step's
-//! input never depends on an unrecorded result.
+//! one row: its attempt and its result, fenced by the lease, written with the execution's next write
+//! (below). A step still running then is recorded as `running` while it goes on, and closed when it
+//! returns: two commits. Either way its result is durable before the workflow's next step starts, so
+//! the next step's input never depends on an unrecorded result.
+//!
+//! # Deferred records
+//! A quick step's row is not written when the step returns but by whatever the execution writes
+//! next, because between the two only the workflow's own deterministic code runs:
+//! - the next step writes it, in one fenced statement, before it does anything of its own (the same
+//!   commit the step would have cost at once);
+//! - a wait that parks at once, a retry's back-off and the run's end write it inside their own
+//!   statement, and only if that statement's fence holds: the last step of a run and its end are one
+//!   commit, a step and the wait after it are one commit.
+//!
+//! A crash between the step and that write re-runs the step (the window is the workflow's code
+//! between them, microseconds), as a crash between the step and its record always did.
 //!
 //! What a crash costs: a step whose process dies before its result is recorded runs again, under the
 //! same idempotency key (the at-least-once contract every step already has). A slow step's crashed
@@ -264,6 +276,8 @@ impl WorkflowContext {
                 record_end(&mut *tx, &self.inner.lease, row, recorded_running).await?;
                 tx.commit().await?;
             }
+            // A quick step: its row waits for the execution's next write (module docs).
+            None if !recorded_running => self.defer(store::AttemptRow::new(row)?),
             None => record_end(&self.inner.pool, &self.inner.lease, row, recorded_running).await?,
         }
         match action {

@@ -51,6 +51,7 @@ impl WorkflowContext {
             }
             WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
             WaitDecision::Resolved { .. } => {
+                self.write_deferred().await?;
                 let end = AttemptEnd::Completed(&Value::Null);
                 if new {
                     // Over before it began (a zero sleep): recorded done, in one statement.
@@ -136,6 +137,7 @@ impl WorkflowContext {
             let start = WaitStart::new(index, name, StepKind::WaitForSignal, started_at, wake_at);
             return Err(self.park_new_wait(start, until));
         }
+        self.write_deferred().await?;
         let mut tx = self.inner.pool.begin().await?;
         store::fence(&mut tx, &self.inner.lease).await?;
         // Taking the signal and completing the wait commit together: a crash in between loses neither.
