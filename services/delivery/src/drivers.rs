@@ -18,9 +18,18 @@
 //! locked`, so replicas share them), asks the kitchen for the batch's pickups all at once (each is a
 //! round trip to another service; one at a time, a slow kitchen would hold back every drive behind
 //! it), records each step and its event, and reads when the next step is due. The loop then sleeps
-//! until that moment, or until a `NOTIFY` on [`NOTIFY_CHANNEL`] says a delivery was requested
-//! (migration `0002_deliveries_notify.sql`); with nothing under way and nothing arriving it looks
-//! once per [`Drivers::safety_net`], in case a notification was lost.
+//! until that moment, or until the service says on [`NOTIFY_CHANNEL`] that a delivery was
+//! requested; with nothing under way and nothing arriving it looks once per
+//! [`Drivers::safety_net`].
+//!
+//! Only this service writes deliveries (its consumer of `delivery.requests`), so the consumer
+//! announces its commit in memory ([`announce`]), not with a `NOTIFY`: the service holds no
+//! listening connection, and its deliveries and outbox send nothing that every listening connection
+//! of the shop's database would have to read in a transaction of its own (see
+//! `pizza_notify::Source`; migration `0003_wake_in_process.sql` dropped the trigger). A round
+//! announces its published events to the relay the same way. The price: a delivery requested
+//! through another replica reaches this replica's loop at its safety net (the other replica's own
+//! loop takes it at once).
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,8 +38,9 @@ use futures::future::join_all;
 use pizza_contracts::events::{
     DeliveryEvent, DeliveryIssue, OrderCompleted, OrderOnItsWay, OrderOutForDelivery,
 };
+use pizza_notify::{Notifications, Source};
 use pizza_servicekit::effects::{self, Effects};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 
 use crate::kitchen_client::{KitchenClient, Pickup};
@@ -40,8 +50,13 @@ use crate::store::{self, DeliveryRow, StoreError};
 pub const EVENT_SOURCE: &str = "/pizza/delivery";
 /// The business fault (`business_failure_rate.driver`) that ends a drive.
 pub const DRIVER_FAULT: &str = "driver";
-/// The channel the deliveries table notifies when a delivery is requested.
+/// The channel on which the service tells its driver loop a delivery was requested ([`announce`]).
 pub const NOTIFY_CHANNEL: &str = "delivery_deliveries";
+
+/// Wakes this process's driver loop: call it after committing a requested delivery.
+pub fn announce(pool: &PgPool) {
+    Notifications::shared(pool).announce(NOTIFY_CHANNEL, "");
+}
 /// The most deliveries one round takes a step further; more due ones go in the next round, at once.
 pub const STEP_BATCH: i64 = 32;
 
@@ -93,7 +108,7 @@ impl Drivers {
         let pool = self.effects.pool.clone();
         pizza_servicekit::background::notified_rounds(
             "driver",
-            (&pool, NOTIFY_CHANNEL),
+            (&pool, NOTIFY_CHANNEL, Source::Process),
             self.safety_net,
             shutdown,
             || async { Ok::<_, StoreError>(self.round().await?.next_due) },
@@ -143,6 +158,10 @@ impl Drivers {
             pizza_servicekit::background::until_due(store::next_due_in(&mut *tx).await?)
         };
         tx.commit().await?;
+        if !rows.is_empty() {
+            // Most steps published an event (a pickup the kitchen refused did not).
+            self.effects.announce_published();
+        }
         Ok(Round {
             steps: rows.len(),
             next_due,

@@ -54,6 +54,9 @@ impl Service for Delivery {
     /// Internal: it always continues its caller's `traceparent`.
     const EDGE: bool = false;
     const MAX_BODY_BYTES: usize = http::MAX_BODY_BYTES;
+    /// Only this service writes its deliveries and outbox rows: see `drivers`, "Rounds and waking
+    /// up".
+    const WAKES: pizza_messaging::Source = pizza_messaging::Source::Process;
     type Config = Config;
     type Handler = requests::Requests;
 
@@ -93,7 +96,9 @@ impl Service for Delivery {
         Consumes {
             group: self.config.consumer_group.clone(),
             topics: vec![self.config.requests_topic.clone()],
-            handler: requests::Requests,
+            handler: requests::Requests {
+                pool: self.drivers.effects.pool.clone(),
+            },
         }
     }
 

@@ -5,16 +5,19 @@ use std::collections::BTreeMap;
 use pizza_contracts::events::DeliveryCommand;
 use pizza_messaging::{Envelope, Handler, HandlerError};
 use pizza_telemetry::propagation;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::store;
 
-/// Records a requested delivery; the driver loop does the rest. The context of the `process` span is
-/// stored with it, so the drive continues the order's trace. A repeated request for the same order
-/// changes nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Requests;
+/// Records a requested delivery; the driver loop does the rest (woken after each commit). The
+/// context of the `process` span is stored with it, so the drive continues the order's trace. A
+/// repeated request for the same order changes nothing.
+#[derive(Debug, Clone)]
+pub struct Requests {
+    /// The service's database (whose driver loop it wakes).
+    pub pool: PgPool,
+}
 
 impl Handler for Requests {
     type Event = DeliveryCommand;
@@ -34,5 +37,9 @@ impl Handler for Requests {
             .map_err(HandlerError::retry)?;
         tracing::info!(order_id = %request.order_id, new, "delivery requested");
         Ok(())
+    }
+
+    fn committed(&self) {
+        crate::drivers::announce(&self.pool);
     }
 }

@@ -23,6 +23,7 @@ use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
@@ -244,8 +245,8 @@ async fn events_until(topic: &str, order: Uuid, last: &str) -> anyhow::Result<Ve
     records::events_until(&bootstrap, topic, &order.to_string(), last, limit).await
 }
 
-/// Ends the cook time of the order's ticket now and wakes the ovens, as the trigger of a new ticket
-/// would (they sleep until the cook time they read): the round that wakes takes it out ready.
+/// Ends the cook time of the order's ticket now and wakes the ovens, as a new ticket would (they
+/// sleep until the cook time they read): the round that wakes takes it out ready.
 async fn finish_cooking(pool: &PgPool, order: Uuid) -> anyhow::Result<()> {
     let changed = sqlx::query(
         "update kitchen.tickets set cook_until = now() where order_id = $1 and status = 'cooking'",
@@ -255,10 +256,7 @@ async fn finish_cooking(pool: &PgPool, order: Uuid) -> anyhow::Result<()> {
     .await?
     .rows_affected();
     ensure!(changed == 1, "the ticket was not cooking");
-    sqlx::query("select pg_notify($1, '')")
-        .bind(pizza_kitchen::ovens::NOTIFY_CHANNEL)
-        .execute(pool)
-        .await?;
+    pizza_kitchen::ovens::announce(pool);
     Ok(())
 }
 
@@ -363,6 +361,46 @@ async fn a_driver_waits_for_the_kitchen_then_drives_with_updates_and_completes(
         "{attempts}+ pickups refused while cooking, then {:?} with progress {progress:?}",
         types_of(&seen)
     );
+    shop.close().await
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_kitchen_and_the_delivery_listen_to_nothing_and_their_commits_notify_nobody(
+    pool: PgPool,
+) -> anyhow::Result<()> {
+    // A listener of the test's own on every channel the two services wake on.
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener
+        .listen_all([
+            pizza_kitchen::ovens::NOTIFY_CHANNEL,
+            pizza_delivery::drivers::NOTIFY_CHANNEL,
+            "pizza_outbox",
+        ])
+        .await?;
+    let own: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut listener)
+        .await?;
+    // A kitchen that cooks in 160 ms. Every loop's safety net is a minute (see the configs): the
+    // whole order below moves only because each commit wakes the loop or relay it concerns, in
+    // memory.
+    let shop = Shop::open(&pool, 0.02).await?;
+    let order = Uuid::now_v7();
+    let ticket = shop.post_ticket(order).await?;
+    shop.request_delivery(order, ticket, None).await?;
+    events_until(&shop.topics.events, order, types::ORDER_COMPLETED).await?;
+    events_until(&shop.topics.kitchen, order, types::ORDER_READY).await?;
+    let listening: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and query ilike 'LISTEN %' and pid <> $1",
+    )
+    .bind(own)
+    .fetch_one(&shop.pool)
+    .await?;
+    ensure!(listening == 0, "{listening} of the services' connections listen");
+    match tokio::time::timeout(Duration::from_millis(300), listener.recv()).await {
+        Err(_) => {}
+        Ok(notification) => anyhow::bail!("the services notified: {notification:?}"),
+    }
     shop.close().await
 }
 

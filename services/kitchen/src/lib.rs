@@ -61,6 +61,8 @@ impl Service for Kitchen {
     /// Internal: it always continues its caller's `traceparent`.
     const EDGE: bool = false;
     const MAX_BODY_BYTES: usize = http::MAX_BODY_BYTES;
+    /// Only the kitchen writes its tickets and outbox rows: see `ovens`, "Waking up".
+    const WAKES: pizza_messaging::Source = pizza_messaging::Source::Process;
     type Config = Config;
     type Handler = events::Cancellations;
 
@@ -97,7 +99,9 @@ impl Service for Kitchen {
         Consumes {
             group: self.config.consumer_group.clone(),
             topics: vec![self.config.orders_events_topic.clone()],
-            handler: events::Cancellations,
+            handler: events::Cancellations {
+                pool: self.ovens.effects.pool.clone(),
+            },
         }
     }
 

@@ -10,11 +10,19 @@
 //!
 //! # Waking up
 //! The loop does not poll. It sleeps until the next ticket is done (the earliest `cook_until`), or
-//! until a `NOTIFY` on [`NOTIFY_CHANNEL`] says a ticket was inserted or a cooking one cancelled
-//! (migration `0002_tickets_notify.sql`), whichever is first; with nothing cooking and nothing
-//! arriving it looks once per [`Ovens::safety_net`], in case a notification was lost. An idle kitchen
-//! therefore costs one transaction per safety net, and a ticket goes into a free oven as soon as its
-//! insert commits.
+//! until the kitchen says on [`NOTIFY_CHANNEL`] that a ticket was inserted or cancelled, whichever
+//! is first; with nothing cooking and nothing arriving it looks once per [`Ovens::safety_net`]. An
+//! idle kitchen therefore costs one transaction per safety net, and a ticket goes into a free oven
+//! as soon as its insert commits.
+//!
+//! Only the kitchen writes tickets (`POST /tickets`, the cancel, the consumer of cancelled orders),
+//! so the writer announces its commit in memory ([`announce`]), not with a `NOTIFY`: the kitchen
+//! holds no listening connection, and its tickets and outbox send nothing that every listening
+//! connection of the shop's database would have to read in a transaction of its own (see
+//! `pizza_notify::Source`; migration `0003_wake_in_process.sql` dropped the triggers). The round
+//! announces its own published events to the relay the same way. The price: a ticket written by
+//! another replica reaches this replica's ovens at their safety net, not at once (the writing
+//! replica's own ovens take it at once).
 //!
 //! # Trace continuation
 //! The work on a ticket runs inside a span whose parent is the context stored with the ticket by
@@ -25,8 +33,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use pizza_contracts::events::{KitchenEvent, KitchenIssue, OrderInPreparation, OrderReady};
+use pizza_notify::{Notifications, Source};
 use pizza_servicekit::effects::{self, Effects};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 
 use crate::store::{self, StoreError, TicketRow};
@@ -38,8 +47,13 @@ pub const OVEN_FAULT: &str = "oven";
 /// The `kitchen-issue` reason when the oven fails.
 pub const OVEN_FAILURE: &str = "oven-failure";
 
-/// The channel the tickets table notifies when the ovens have something new to do.
+/// The channel on which the kitchen tells its ovens they have something new to do ([`announce`]).
 pub const NOTIFY_CHANNEL: &str = "kitchen_tickets";
+
+/// Wakes this process's ovens: call it after committing a new ticket or a cancel.
+pub fn announce(pool: &PgPool) {
+    Notifications::shared(pool).announce(NOTIFY_CHANNEL, "");
+}
 /// The most tickets one round takes out of the ovens; more due ones go in the next round, at once.
 pub const FINISH_BATCH: i64 = 64;
 
@@ -78,7 +92,7 @@ impl Ovens {
         let pool = self.effects.pool.clone();
         pizza_servicekit::background::notified_rounds(
             "oven",
-            (&pool, NOTIFY_CHANNEL),
+            (&pool, NOTIFY_CHANNEL, Source::Process),
             self.safety_net,
             shutdown,
             || async { Ok::<_, StoreError>(self.round().await?.next_due) },
@@ -108,6 +122,9 @@ impl Ovens {
             pizza_servicekit::background::until_due(store::next_done_in(&mut *tx).await?)
         };
         tx.commit().await?;
+        if round.started + round.finished + round.failed > 0 {
+            self.effects.announce_published();
+        }
         Ok(round)
     }
 

@@ -157,6 +157,11 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut Transaction<'static, Postgres>,
         event: &Envelope<Self::Event>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called after a transaction in which [`handle`](Self::handle) applied at least one event
+    /// has committed: where a handler whose writes hand work to a loop of its own process wakes
+    /// that loop ([`pizza_notify::Notifications::announce`]). Does nothing by default.
+    fn committed(&self) {}
 }
 
 /// A shared handler handles like the handler it shares. A service that starts a new [`Consumer`]
@@ -170,6 +175,10 @@ impl<H: Handler> Handler for std::sync::Arc<H> {
         event: &Envelope<Self::Event>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         (**self).handle(tx, event)
+    }
+
+    fn committed(&self) {
+        (**self).committed();
     }
 }
 
@@ -542,6 +551,9 @@ impl<H: Handler> Consumer<H> {
                 applied.push((i, Outcome::Processed));
             }
             tx.commit().await?;
+            if applied.iter().any(|(_, outcome)| *outcome == Outcome::Processed) {
+                self.handler.committed();
+            }
             Ok::<_, sqlx::Error>(Some(applied))
         };
         match applied.await {
@@ -807,6 +819,7 @@ impl<H: Handler> Consumer<H> {
         }
         self.handler.handle(&mut tx, event).await?;
         tx.commit().await?;
+        self.handler.committed();
         Ok(true)
     }
 

@@ -87,6 +87,11 @@
 //! per [`RelayConfig::poll_interval`]. The poll stays as a safety net: a notification is lost with
 //! the listening connection, and claims and back-offs expire without one.
 //!
+//! A service whose outbox rows are all written by its own process can do without the `NOTIFY`
+//! ([`RelayConfig::source`] = [`Source::Process`]): [`outbox_wake`] drops its outbox's trigger, and
+//! the writers call [`announce_outbox`] after their commits. Nobody's listening connection then
+//! reads a notification for those rows (see `pizza_notify::Source` for why that matters).
+//!
 //! # Telemetry
 //! Each record gets a `send {topic}` PRODUCER span whose parent is the context stored with the row, so
 //! the publish joins the trace of the request that wrote the event, even minutes later. The span's
@@ -100,7 +105,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use opentelemetry::KeyValue;
-use pizza_notify::{Event, Notifications, Subscription};
+use pizza_notify::{Event, Notifications, Source, Subscription};
 use pizza_telemetry::attributes::{pizza, semconv};
 use pizza_telemetry::kafka::{self as tk, Outgoing};
 use pizza_telemetry::propagation;
@@ -118,6 +123,7 @@ use crate::faults::{self, SharedFaultHooks};
 use crate::kafka::{KafkaContext, relay_producer_config};
 use crate::metrics::RelayMetrics;
 use crate::outbox::{Outbox, PendingRow};
+use crate::schema::Schema;
 use pizza_retry::Backoff;
 
 /// How the relay paces itself.
@@ -136,6 +142,11 @@ pub struct RelayConfig {
     /// only every `poll_interval`. On the process's one listening connection for the database
     /// (`pizza_notify`), not a connection of the pool.
     pub listen: bool,
+    /// Where the wake-ups come from when listening: PostgreSQL's `NOTIFY` (the default), or only
+    /// this process's [`announce_outbox`] after its commits, for a service whose outbox rows are
+    /// all written by its own process (see `pizza_notify::Source`, and [`outbox_wake`] for the
+    /// trigger that goes with each).
+    pub source: Source,
     /// Pause after a round without progress (a database error, every send failed), growing while
     /// such rounds repeat.
     pub backoff: Backoff,
@@ -172,6 +183,7 @@ impl Default for RelayConfig {
             max_in_flight: 1000,
             poll_interval: Duration::from_secs(1),
             listen: true,
+            source: Source::Database,
             backoff: Backoff::default(),
             claim_lease: Duration::from_secs(30),
             stall_after: Duration::from_secs(20),
@@ -559,7 +571,7 @@ impl Relay {
     /// notification sent in it, in a transaction of its own, so the relay shares one with the rest
     /// of the process rather than holding one of the pool's.
     fn listen(&self) -> Subscription {
-        Notifications::shared(&self.pool).subscribe(NOTIFY_CHANNEL)
+        Notifications::shared(&self.pool).subscribe_from(NOTIFY_CHANNEL, self.config.source)
     }
 
     /// After shutdown: waits for the answers still due (within the grace), marks what was answered
@@ -991,6 +1003,41 @@ async fn notified(listener: &mut Option<Subscription>, schema: &str) -> bool {
         Event::Notified(payload) => payload == schema,
         Event::Missed => true,
     }
+}
+
+/// Wakes this process's relay of `schema`'s outbox, as the outbox's `NOTIFY` would: for a relay
+/// with [`Source::Process`], call it after committing rows to that outbox.
+pub fn announce_outbox(pool: &PgPool, schema: &Schema) {
+    Notifications::shared(pool).announce(NOTIFY_CHANNEL, schema.as_str());
+}
+
+/// Makes `schema`'s outbox send its `NOTIFY` on insert ([`Source::Database`]) or not
+/// ([`Source::Process`]: its relay is woken by [`announce_outbox`], and nobody's listening
+/// connection reads a notification for it). Idempotent; the service host calls it at every start,
+/// after the migrations, so a service that changes its source changes the trigger with it. The
+/// DDL runs only when the trigger is not as asked: it locks the outbox against inserts while it
+/// runs, which a replica starting beside busy ones should not do for nothing.
+pub async fn outbox_wake(pool: &PgPool, schema: &Schema, source: Source) -> Result<(), sqlx::Error> {
+    let table = schema.table("outbox");
+    // Both names come from a validated `Schema`, never from input.
+    let present: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "select exists (select 1 from pg_trigger \
+         where tgname = 'outbox_notify' and tgrelid = '{table}'::regclass)"
+    )))
+    .fetch_one(pool)
+    .await?;
+    let statement = match (source, present) {
+        (Source::Database, false) => format!(
+            // `or replace`: two replicas starting at once may both find it missing.
+            "create or replace trigger outbox_notify after insert on {table} \
+             for each statement execute function {}()",
+            schema.table("outbox_notify")
+        ),
+        (Source::Process, true) => format!("drop trigger if exists outbox_notify on {table}"),
+        _ => return Ok(()),
+    };
+    sqlx::query(AssertSqlSafe(statement)).execute(pool).await?;
+    Ok(())
 }
 
 /// The `error.type` of a publish the fault plan failed.

@@ -11,13 +11,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pizza_contracts::events::OrderPlaced;
-use pizza_messaging::{Backoff, DeadRow, Envelope, FaultHooks, Outbox, Relay, RelayConfig, RelayStats};
+use pizza_messaging::{
+    Backoff, DeadRow, Envelope, FaultHooks, Outbox, Relay, RelayConfig, RelayStats, Source, announce_outbox,
+    outbox_wake,
+};
 use pizza_telemetry::Topology;
 use pizza_testkit::broker::PrivateBroker;
 use pizza_testkit::records::{eventually, read_topic};
 use pizza_testkit::{Stack, kafka};
 use rdkafka::{ClientConfig, message::OwnedMessage};
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -527,6 +531,84 @@ async fn a_relay_killed_between_publish_and_mark_is_taken_over_by_its_restart_at
         (EVENTS as i64, EVENTS as i64),
         "one effect per event"
     );
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_notifies_nobody() {
+    logs();
+    let fixture = Fixture::new("in_process", 1).await;
+    let trigger = || {
+        scalar(
+            &fixture,
+            format!(
+                "select count(*) from pg_trigger where tgname = 'outbox_notify' \
+                 and tgrelid = '{}'::regclass",
+                fixture.table("outbox")
+            ),
+        )
+    };
+    assert_eq!(trigger().await, 1, "the migrations create the trigger");
+    for _ in 0..2 {
+        outbox_wake(&fixture.pool, &fixture.schema, Source::Process)
+            .await
+            .unwrap();
+        assert_eq!(trigger().await, 0, "dropped, and dropping again changes nothing");
+    }
+    let mut listener = PgListener::connect_with(&fixture.pool).await.unwrap();
+    listener.listen("pizza_outbox").await.unwrap();
+    let outbox = fixture.outbox();
+    let (stop, _) = watch::channel(false);
+    // A poll an hour apart: only the announcement can wake the relay in time.
+    let relay = spawn_relay(
+        &fixture,
+        &fixture.kafka,
+        RelayConfig {
+            poll_interval: Duration::from_secs(3600),
+            source: Source::Process,
+            ..quick()
+        },
+        &stop,
+    );
+    let in_topic = |n: usize| {
+        let topic = fixture.topic.clone();
+        async move {
+            let records = read_topic(&Stack::from_env().kafka_bootstrap, &topic, LIMIT).await?;
+            Ok((records.len() == n).then_some(records))
+        }
+    };
+    let order = Uuid::now_v7();
+    enqueue(&fixture, &outbox, &fixture.topic, order, 0, "margherita").await;
+    eventually(
+        LIMIT,
+        "the first row sent (the relay looks once at start)",
+        || in_topic(1),
+    )
+    .await
+    .unwrap();
+    enqueue(&fixture, &outbox, &fixture.topic, order, 1, "margherita").await;
+    announce_outbox(&fixture.pool, &fixture.schema);
+    eventually(LIMIT, "the announced row sent", || in_topic(2))
+        .await
+        .unwrap();
+    let _ = stop.send(true);
+    relay.await.unwrap();
+    // Other tests' outboxes in the same database notify too, with their schema as the payload.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(notification) = tokio::time::timeout_at(quiet_until, listener.recv()).await {
+        let notification = notification.unwrap();
+        assert_ne!(
+            notification.payload(),
+            fixture.schema.as_str(),
+            "this outbox notified"
+        );
+    }
+    for _ in 0..2 {
+        outbox_wake(&fixture.pool, &fixture.schema, Source::Database)
+            .await
+            .unwrap();
+        assert_eq!(trigger().await, 1, "created again, and once");
+    }
     fixture.stop().await;
 }
 

@@ -23,6 +23,14 @@
 //! connection is held for as long as it listens; the pool is sized for the work), and closes that
 //! connection when the last handle and subscription are gone.
 //!
+//! # Or no `LISTEN` at all
+//! A loop whose work only ever comes from its own process's commits subscribes with
+//! [`Source::Process`] and is woken by [`Notifications::announce`], which the writer calls after
+//! its commit: no connection, and, with the tables' `NOTIFY` triggers gone, nothing for the other
+//! services' listening connections to read either (see [`Source`]). The kitchen and the delivery
+//! work this way; the order service listens, because its event streams must hear what any replica
+//! writes and its workflow workers what any process starts.
+//!
 //! # What a subscriber must do with [`Event::Missed`]
 //! A notification is lost when the listening connection is: what was committed while it was down,
 //! or before a `LISTEN` took effect, was never sent to us. The hub then says [`Event::Missed`] to
@@ -123,9 +131,17 @@ impl Notifications {
         Self { inner }
     }
 
-    /// Notifications on `channel` from now on. The first [`Event::Missed`] arrives once the channel
-    /// is listened to: look once then, for what was committed before.
+    /// Notifications on `channel` from now on, from the database (`LISTEN`). The first
+    /// [`Event::Missed`] arrives once the channel is listened to: look once then, for what was
+    /// committed before.
     pub fn subscribe(&self, channel: &str) -> Subscription {
+        self.subscribe_from(channel, Source::Database)
+    }
+
+    /// Notifications on `channel` from now on, from `source`. A [`Source::Process`] subscription
+    /// starts with an [`Event::Missed`] (look once, for what was committed before) and then gets
+    /// only what this process [announces](Self::announce).
+    pub fn subscribe_from(&self, channel: &str, source: Source) -> Subscription {
         let receiver = {
             let mut channels = self.inner.channels.lock().expect("notification channels lock");
             channels
@@ -133,19 +149,53 @@ impl Notifications {
                 .or_insert_with(|| broadcast::channel(CAPACITY).0)
                 .subscribe()
         };
-        // The task answers every request with a `Missed` on the channel once it listens there.
-        let _ = self.inner.listen.send(channel.to_owned());
+        match source {
+            // The task answers every request with a `Missed` on the channel once it listens there.
+            Source::Database => {
+                let _ = self.inner.listen.send(channel.to_owned());
+            }
+            Source::Process => {}
+        }
         Subscription {
             receiver,
+            first: (source == Source::Process).then_some(Event::Missed),
             _hub: self.inner.clone(),
         }
     }
+
+    /// Hands `payload` to this process's subscribers of `channel`, as a `NOTIFY` would, without the
+    /// database. Call it after the commit of what it announces: a subscriber woken before the
+    /// commit looks, finds nothing, and sleeps again.
+    pub fn announce(&self, channel: &str, payload: &str) {
+        self.inner.send(channel, Event::Notified(payload.to_owned()));
+    }
+}
+
+/// Where a [`Subscription`]'s notifications come from.
+///
+/// A process whose loops are only ever handed work by its own commits (the kitchen's tickets and
+/// outbox rows are written by the kitchen, the delivery's by the delivery) needs no `LISTEN`: it
+/// announces its commits in memory, holds no listening connection, and sends no `NOTIFY`. That
+/// matters beyond the process: PostgreSQL signals every listening connection of the database for
+/// every notifying commit, whoever sent it and whatever the channel, and each signalled connection
+/// reads the queue in a transaction of its own. With one database for the shop, every `NOTIFY` the
+/// kitchen or the delivery sent cost a read in each of the three services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Source {
+    /// `LISTEN` on the process's connection: every process's commits.
+    #[default]
+    Database,
+    /// Only what this process [announces](Notifications::announce): no connection, no `NOTIFY`.
+    /// Another replica's commits reach the loop at its safety-net poll.
+    Process,
 }
 
 /// Notifications on one channel; see [`Notifications::subscribe`].
 #[derive(Debug)]
 pub struct Subscription {
     receiver: broadcast::Receiver<Event>,
+    /// What the first `recv` returns before anything received (a process subscription's `Missed`).
+    first: Option<Event>,
     /// Keeps the hub, and so its connection, alive.
     _hub: Arc<Inner>,
 }
@@ -153,6 +203,9 @@ pub struct Subscription {
 impl Subscription {
     /// The next event. Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Event {
+        if let Some(first) = self.first.take() {
+            return first;
+        }
         match self.receiver.recv().await {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(_)) => Event::Missed,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pizza_notify::{Event, Notifications, Subscription};
+use pizza_notify::{Event, Notifications, Source, Subscription};
 use sqlx::PgPool;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -158,4 +158,34 @@ async fn a_subscriber_that_falls_behind_is_told_it_missed_some(pool: PgPool) {
         panic!("a notification after the lag");
     };
     assert!(payload.parse::<usize>().unwrap() > 10);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_process_subscription_opens_no_connection_and_hears_only_its_process(pool: PgPool) {
+    let hub = Notifications::private(&pool);
+    let mut ovens = hub.subscribe_from("kitchen_tickets", Source::Process);
+    assert_eq!(
+        next(&mut ovens).await,
+        Event::Missed,
+        "told to look once, at once"
+    );
+    // Nothing listens: a NOTIFY from the database never reaches it, and no backend was opened.
+    notify(&pool, "kitchen_tickets", "from the database").await;
+    quiet(&mut ovens).await;
+    assert!(
+        listening_backends(&pool).await.is_empty(),
+        "a process subscription holds no listening connection"
+    );
+    // What the process announces reaches it, by channel.
+    hub.announce("delivery_deliveries", "elsewhere");
+    hub.announce("kitchen_tickets", "committed");
+    assert_eq!(notified(&mut ovens).await, "committed");
+    quiet(&mut ovens).await;
+    // A database subscription to the same channel in the same process hears both.
+    let mut listening = hub.subscribe("kitchen_tickets");
+    assert_eq!(next(&mut listening).await, Event::Missed);
+    hub.announce("kitchen_tickets", "announced");
+    assert_eq!(notified(&mut listening).await, "announced");
+    notify(&pool, "kitchen_tickets", "notified").await;
+    assert_eq!(notified(&mut listening).await, "notified");
 }

@@ -38,7 +38,9 @@
 //! reaches every replica, so a woken round always finds the rows that woke it. A notification can
 //! still be lost (the listening connection drops and reconnects); the loop then finds the work at its
 //! *safety net*, a slow fixed poll (a second by default), and [`listen`] wakes the loop after every
-//! reconnect so such a gap is closed at once.
+//! reconnect so such a gap is closed at once. A service whose loops only its own process hands work
+//! to (the kitchen, the delivery) does without the `NOTIFY`: its writers announce their commits in
+//! memory ([`pizza_notify::Source::Process`]), and it holds no listening connection at all.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -163,10 +165,12 @@ pub fn until_due(due: Option<Duration>) -> Option<Duration> {
     due.map(|due| if due.is_zero() { due } else { due + DUE_SLACK })
 }
 
-/// [`scheduled`], woken by every `NOTIFY` on `channel` in the database of `pool` (see [`listen`]).
+/// [`scheduled`], woken by every notification on `channel` from `source` (see [`listen`]): a
+/// `NOTIFY` in the database of `pool`, or this process's announcement
+/// ([`pizza_notify::Notifications::announce`]).
 pub async fn notified_rounds<F, Fut, E>(
     what: &str,
-    (pool, channel): (&PgPool, &'static str),
+    (pool, channel, source): (&PgPool, &'static str, pizza_notify::Source),
     safety_net: Duration,
     shutdown: impl Future<Output = ()>,
     round: F,
@@ -176,7 +180,7 @@ pub async fn notified_rounds<F, Fut, E>(
     E: Display,
 {
     let wake = Wake::new();
-    let listener = tokio::spawn(listen(pool.clone(), channel, wake.clone()));
+    let listener = tokio::spawn(listen(pool.clone(), (channel, source), wake.clone()));
     scheduled(what, safety_net, wake, shutdown, round).await;
     listener.abort();
 }
@@ -190,8 +194,8 @@ pub async fn notified_rounds<F, Fut, E>(
 /// shared with the relay, the workflow worker and anything else in the process that listens there:
 /// PostgreSQL makes every listening connection of a database read every notification sent in it,
 /// in a transaction of its own.
-pub async fn listen(pool: PgPool, channel: &'static str, wake: Wake) {
-    let mut notifications = pizza_notify::Notifications::shared(&pool).subscribe(channel);
+pub async fn listen(pool: PgPool, (channel, source): (&'static str, pizza_notify::Source), wake: Wake) {
+    let mut notifications = pizza_notify::Notifications::shared(&pool).subscribe_from(channel, source);
     loop {
         notifications.recv().await;
         wake.wake();
@@ -227,6 +231,8 @@ pub struct Messaging<H: Handler> {
     /// How often the relay looks for unpublished events at most (the service's tick, when it is
     /// shorter than the relay's default).
     pub relay_poll: Duration,
+    /// Where the relay's wake-ups come from (see [`Service::WAKES`](crate::host::Service::WAKES)).
+    pub wakes: pizza_messaging::Source,
     /// The consumer's group and topics, and the replica's stable name
     /// ([`ConsumerConfig::instance_id`]), which the relay's claims carry too.
     pub consumer: ConsumerConfig,
@@ -288,6 +294,7 @@ where
         schema,
         kafka,
         relay_poll,
+        wakes,
         consumer,
         handler,
         faults,
@@ -301,6 +308,7 @@ where
             poll_interval: relay_poll.min(RelayConfig::default().poll_interval),
             instance_id: consumer.instance_id.clone(),
             faults: Some(faults.clone()),
+            source: wakes,
             ..RelayConfig::default()
         },
     )?;

@@ -54,6 +54,13 @@ impl Effects {
             .await?;
         Ok(())
     }
+
+    /// Wakes this process's relay after a commit that published: needed where the service's relay
+    /// listens only to its own process ([`Service::WAKES`](crate::host::Service::WAKES)), harmless
+    /// elsewhere (a relay woken twice looks once more).
+    pub fn announce_published(&self) {
+        pizza_messaging::announce_outbox(&self.pool, self.outbox.schema());
+    }
 }
 
 /// Makes `span` continue the trace whose context was stored with a row (`carrier`), and tags it

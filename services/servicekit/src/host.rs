@@ -84,6 +84,12 @@ pub trait Service: fmt::Debug + Sized + Send + 'static {
     const EDGE: bool;
     /// The largest request body the service reads; larger ones are answered 413.
     const MAX_BODY_BYTES: usize;
+    /// How the service's relay and loops learn of new rows: from PostgreSQL's `NOTIFY` (the
+    /// default), or, for a service whose outbox rows and loop work are only ever written by its own
+    /// process, from that process's announcements after each commit
+    /// ([`Source::Process`](pizza_messaging::Source::Process)): no listening connection, and its
+    /// outbox sends no `NOTIFY` (the host sets the trigger to match at every start).
+    const WAKES: pizza_messaging::Source = pizza_messaging::Source::Database;
 
     /// The service's settings: a `clap` command that flattens [`ServiceConfig`].
     type Config: clap::Parser + Clone + fmt::Debug + Send + Sync + 'static;
@@ -238,6 +244,9 @@ impl<S: Service> Host<S> {
     pub async fn with_pool(config: S::Config, pool: PgPool) -> Result<Self, Error> {
         let schema = Schema::new(S::SCHEMA).map_err(MigrateError::from)?;
         crate::store::migrate(&pool, S::migrations(), S::SCHEMA).await?;
+        pizza_messaging::outbox_wake(&pool, &schema, S::WAKES)
+            .await
+            .map_err(|e| MigrateError::Messaging(e.into()))?;
         let common = S::common(&config);
         let faults = common.initial_faults()?;
         let context = Context {
@@ -314,6 +323,7 @@ impl<S: Service> Host<S> {
             schema: self.schema.clone(),
             kafka: common.kafka(),
             relay_poll: self.service.relay_poll(),
+            wakes: S::WAKES,
             // The replica's stable name makes the consumer a static group member and lets the relay
             // take its claims back after a restart (see `ServiceConfig::instance_id`).
             consumer: ConsumerConfig {

@@ -99,6 +99,7 @@ impl Service {
             schema: schema.clone(),
             kafka,
             relay_poll: Duration::from_millis(20),
+            wakes: pizza_messaging::Source::Database,
             consumer: ConsumerConfig::new(format!("{topic}-g"), vec![topic.clone()], Topology::Continuous),
             handler: Record {
                 table,

@@ -22,7 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::store;
+use crate::{ovens, store};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -88,6 +88,7 @@ async fn create(
             .collect();
     pizza_servicekit::store::pause_for_db_latency(&state.faults).await;
     if let Some(row) = store::insert(&state.pool, request.order_id, &request.items, &carrier).await? {
+        ovens::announce(&state.pool);
         tracing::info!(ticket_id = %row.ticket_id, "ticket queued");
         return Ok((StatusCode::CREATED, Json(row.to_ticket()?)));
     }
@@ -166,5 +167,7 @@ async fn cancel(
         }
     }
     tx.commit().await.map_err(store::StoreError::from)?;
+    // A cancelled cooking ticket freed an oven.
+    ovens::announce(&state.pool);
     Ok(Json(ticket))
 }
