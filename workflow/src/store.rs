@@ -592,6 +592,15 @@ macro_rules! recorded_with {
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
+/// `sql` with the lease bound as `$1` (run), `$2` (owner) and `$3` (execution), as `holds_lease!`
+/// and the fenced updates read it.
+fn leased<'q>(sql: &'static str, lease: &'q Lease) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.execution)
+}
+
 /// Binds an attempt's row as `$4`..`$13` (after the lease's `$1`..`$3`); `None` binds nulls.
 fn bind_row<'q>(query: PgQuery<'q>, row: Option<&'q AttemptRow>) -> PgQuery<'q> {
     query
@@ -623,16 +632,16 @@ pub(crate) async fn record_row(
     lease: &Lease,
     row: &AttemptRow,
 ) -> Result<(), WorkflowError> {
-    let query = sqlx::query(concat!(
-        "insert into workflow.step_attempts \
-             (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, started_at, \
-              finished_at) \
-         select $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 where ",
-        holds_lease!()
-    ))
-    .bind(lease.run_id)
-    .bind(&lease.owner)
-    .bind(lease.execution);
+    let query = leased(
+        concat!(
+            "insert into workflow.step_attempts \
+                 (run_id, step_index, step_name, kind, attempt, status, output, error, retry_at, \
+                  started_at, finished_at) \
+             select $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 where ",
+            holds_lease!()
+        ),
+        lease,
+    );
     let inserted = bind_row(query, Some(row)).execute(db).await?;
     fenced(inserted)
 }
@@ -712,7 +721,7 @@ async fn park(
         reason,
         ended,
     } = args;
-    let query = sqlx::query(concat!(
+    let sql = concat!(
         "with parked as ( \
              update workflow.runs set status = 'sleeping', lease_owner = null, \
                  available_at = case when wake_seq <> $14 then $15 else $16 end, \
@@ -728,10 +737,8 @@ async fn park(
          ), ",
         recorded_with!("parked"),
         " select min(available_at) from parked"
-    ))
-    .bind(lease.run_id)
-    .bind(&lease.owner)
-    .bind(lease.execution);
+    );
+    let query = leased(sql, lease);
     let row = bind_row(query, ended)
         .bind(seen_wake_seq)
         .bind(now)
@@ -778,7 +785,7 @@ pub(crate) async fn finish_run(
     ended: Option<&AttemptRow>,
 ) -> Result<Option<Uuid>, WorkflowError> {
     let error = error.map(serde_json::to_value).transpose()?;
-    let query = sqlx::query(concat!(
+    let sql = concat!(
         "with finished as ( \
              update workflow.runs set status = $14, output = $15, error = $16, finished_at = $17, \
                  lease_owner = null \
@@ -799,10 +806,8 @@ pub(crate) async fn finish_run(
         " select (select count(*) from finished) as finished, \
              (select parent_run_id from finished) as parent, \
              (select count(pg_notify($20, '')) from woke) as notified"
-    ))
-    .bind(lease.run_id)
-    .bind(&lease.owner)
-    .bind(lease.execution);
+    );
+    let query = leased(sql, lease);
     let row = bind_row(query, ended)
         .bind(status.as_str())
         .bind(output)

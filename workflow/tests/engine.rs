@@ -629,19 +629,25 @@ async fn a_panicking_workflow_fails_its_run_instead_of_retrying_forever(pool: Pg
     assert_eq!(done.executions, 1);
 }
 
-/// Whether the run's `waiting` attempt was written by the transaction that last wrote the run's row
-/// (its park): `xmin` is the id of the transaction that wrote a row version.
-async fn wait_written_with_park(pool: &PgPool, run: Uuid, step: &str) -> bool {
+/// Whether the attempt of `step` in `status` was written by the transaction that last wrote the
+/// run's row (its park, or its end): `xmin` is the id of the transaction that wrote a row version.
+async fn written_with_run(pool: &PgPool, run: Uuid, step: &str, status: &str) -> bool {
     sqlx::query_scalar(
         "select a.xmin::text = r.xmin::text from workflow.step_attempts a \
          join workflow.runs r on r.id = a.run_id \
-         where r.id = $1 and a.step_name = $2 and a.status = 'waiting'",
+         where r.id = $1 and a.step_name = $2 and a.status = $3",
     )
     .bind(run)
     .bind(step)
+    .bind(status)
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Whether the run's `waiting` attempt of `step` was written by its park.
+async fn wait_written_with_park(pool: &PgPool, run: Uuid, step: &str) -> bool {
+    written_with_run(pool, run, step, "waiting").await
 }
 
 #[sqlx::test(migrations = false)]
@@ -706,19 +712,9 @@ async fn a_wait_that_parks_the_run_is_recorded_in_the_parks_own_transaction(pool
     );
 }
 
-/// Whether the completed attempt of `step` was written by the transaction that last wrote the run's
-/// row (its park or its end).
+/// Whether the completed attempt of `step` was written by the run's park or its end.
 async fn step_written_with_run(pool: &PgPool, run: Uuid, step: &str) -> bool {
-    sqlx::query_scalar(
-        "select a.xmin::text = r.xmin::text from workflow.step_attempts a \
-         join workflow.runs r on r.id = a.run_id \
-         where r.id = $1 and a.step_name = $2 and a.status = 'completed'",
-    )
-    .bind(run)
-    .bind(step)
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    written_with_run(pool, run, step, "completed").await
 }
 
 #[sqlx::test(migrations = false)]

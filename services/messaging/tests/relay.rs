@@ -534,6 +534,12 @@ async fn a_relay_killed_between_publish_and_mark_is_taken_over_by_its_restart_at
     fixture.stop().await;
 }
 
+/// The records of `topic` once there are exactly `n` of them (for `eventually`).
+async fn records_when(topic: String, n: usize) -> anyhow::Result<Option<Vec<OwnedMessage>>> {
+    let records = read_topic(&Stack::from_env().kafka_bootstrap, &topic, LIMIT).await?;
+    Ok((records.len() == n).then_some(records))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_notifies_nobody() {
     logs();
@@ -570,13 +576,7 @@ async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_
         },
         &stop,
     );
-    let in_topic = |n: usize| {
-        let topic = fixture.topic.clone();
-        async move {
-            let records = read_topic(&Stack::from_env().kafka_bootstrap, &topic, LIMIT).await?;
-            Ok((records.len() == n).then_some(records))
-        }
-    };
+    let in_topic = |n: usize| records_when(fixture.topic.clone(), n);
     let order = Uuid::now_v7();
     enqueue(&fixture, &outbox, &fixture.topic, order, 0, "margherita").await;
     eventually(
@@ -629,13 +629,7 @@ async fn a_listening_relay_publishes_a_committed_row_at_once_instead_of_at_its_n
         &stop,
     );
     // Marks wait for the relay's next turn; the topic shows what was sent.
-    let in_topic = |n: usize| {
-        let topic = fixture.topic.clone();
-        async move {
-            let records = read_topic(&Stack::from_env().kafka_bootstrap, &topic, LIMIT).await?;
-            Ok((records.len() == n).then_some(records))
-        }
-    };
+    let in_topic = |n: usize| records_when(fixture.topic.clone(), n);
     let order = Uuid::now_v7();
     let first = enqueue(&fixture, &outbox, &fixture.topic, order, 0, "margherita").await;
     eventually(LIMIT, "the first row sent", || in_topic(1))
