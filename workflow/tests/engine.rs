@@ -234,6 +234,18 @@ async fn a_signal_idempotency_key_is_per_run_so_two_runs_each_get_theirs_and_one
     assert_eq!(done_b.output, Some(json!(["to b", null])), "b got its own");
 }
 
+/// Until the run's wait `step` is on record as waiting.
+async fn until_waiting(engine: &Engine, run: Uuid, step: &str) {
+    eventually(&format!("the wait {step}"), WAIT, || async {
+        let history = engine.history(run).await.unwrap();
+        history
+            .iter()
+            .any(|s| s.step_name == step && s.status == AttemptStatus::Waiting)
+            .then_some(())
+    })
+    .await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_signal_and_by_its_timers(
     pool: PgPool,
@@ -254,14 +266,7 @@ async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_
     // Another process: another engine, which cannot wake the worker in memory.
     let other = Engine::builder(pool).build();
     let run = other.start("wake", &(), StartOptions::default()).await.unwrap();
-    eventually("the wait for the signal", WAIT, || async {
-        let history = other.history(run).await.unwrap();
-        history
-            .iter()
-            .any(|s| s.step_name == "go" && s.status == AttemptStatus::Waiting)
-            .then_some(())
-    })
-    .await;
+    until_waiting(&other, run, "go").await;
     other.signal(run, "go", &"now", None).await.unwrap();
     let done = other.wait_until_finished(run, WAIT).await.unwrap();
     workers.stop().await;
@@ -272,19 +277,29 @@ async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_
     );
 }
 
+/// A worker with four slots that only a notification or a due time wakes (its safety-net poll is an
+/// hour), and the hook points it passes.
+fn hooked_idle_worker(
+    pool: &PgPool,
+    workflows: &Workflows,
+) -> (Workers, tokio::sync::mpsc::UnboundedReceiver<HookPoint>) {
+    let (hooks, points) = ScriptedHooks::new(|_| Reaction::Go);
+    let engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let workers = Workers::start(&engine, workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        concurrency: 4,
+        ..worker_config("w")
+    });
+    (workers, points)
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_worker_that_claimed_fewer_runs_than_it_has_slots_does_not_claim_again_until_woken(pool: PgPool) {
     migrated(&pool).await;
     let workflows = Workflows::new().register("quick", |ctx, _: ()| async move {
         ctx.run("one", RetryPolicy::no_retry(), |_| async { Ok(1) }).await
     });
-    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
-    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
-    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
-        poll_interval: Duration::from_secs(3600),
-        concurrency: 4,
-        ..worker_config("w")
-    });
+    let (workers, mut points) = hooked_idle_worker(&pool, &workflows);
     // Started one after the other by another process: the worker learns of each by a notification.
     let other = Engine::builder(pool).build();
     const RUNS: usize = 10;
@@ -320,27 +335,13 @@ async fn a_run_parked_here_makes_no_idle_worker_claim_before_it_is_due(pool: PgP
         let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
         Ok::<_, WorkflowError>(got)
     });
-    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
-    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
-    // Only a notification or a due time can wake this worker: its safety-net poll is an hour.
-    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
-        poll_interval: Duration::from_secs(3600),
-        concurrency: 4,
-        ..worker_config("w")
-    });
+    let (workers, mut points) = hooked_idle_worker(&pool, &workflows);
     // The worker's first looks (its own, and its listener's once connected) are over before the run
     // starts: from then on, every claim is one the run caused.
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), points.recv()).await {}
     let other = Engine::builder(pool).build();
     let run = other.start("naps", &(), StartOptions::default()).await.unwrap();
-    eventually("the wait for the signal", WAIT, || async {
-        let history = other.history(run).await.unwrap();
-        history
-            .iter()
-            .any(|s| s.step_name == "go" && s.status == AttemptStatus::Waiting)
-            .then_some(())
-    })
-    .await;
+    until_waiting(&other, run, "go").await;
     // Time for a claim the second park would have caused to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     other.signal(run, "go", &"now", None).await.unwrap();
@@ -379,13 +380,7 @@ async fn a_due_run_locked_by_another_transaction_does_not_make_an_idle_worker_cl
         .execute(&mut *holder)
         .await
         .unwrap();
-    let (hooks, mut points) = ScriptedHooks::new(|_| Reaction::Go);
-    let worker_engine = Engine::builder(pool.clone()).hooks(hooks).build();
-    let workers = Workers::start(&worker_engine, &workflows, 1, |_| WorkerConfig {
-        poll_interval: Duration::from_secs(3600),
-        concurrency: 4,
-        ..worker_config("w")
-    });
+    let (workers, mut points) = hooked_idle_worker(&pool, &workflows);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut empty = 0;
     while let Ok(point) = points.try_recv() {
