@@ -80,6 +80,10 @@ pub(crate) struct ClaimedRun {
     pub labels: Labels,
     pub due_at: OffsetDateTime,
     pub lease_expired: bool,
+    /// The names of the signals in the run's mailbox that no wait has taken, oldest first, as the
+    /// claim saw them: a hint that spares a wait its read of the mailbox (see `WorkflowContext::
+    /// wait_for_signal`). A signal sent after the claim's snapshot is not in it; the park finds it.
+    pub mailbox: Vec<String>,
     /// The run's recorded attempts, read with the claim; `None` for a takeover, whose history the
     /// execution reads afresh.
     pub history: Option<Vec<AttemptRecord>>,
@@ -176,7 +180,9 @@ const CLAIM: &str = "with next as ( \
          returning r.id, r.workflow_name, r.input, r.executions, r.traceparent, r.tracestate, \
              r.wake_traceparent, r.wake_tracestate, r.wake_reason, r.wake_seq, r.created_at, \
              r.deadline_at, r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, \
-             r.interrupt_step, r.labels, next.available_at as due_at, next.status as previous_status \
+             r.interrupt_step, r.labels, next.available_at as due_at, next.status as previous_status, \
+             array(select s.signal_name from workflow.signals s \
+                   where s.run_id = r.id and s.consumed_by_step is null order by s.id) as mailbox \
      ), due as ( \
          select case when (select count(*) from claimed) < $5 then \
              extract(epoch from least( \
@@ -335,6 +341,7 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedRun, sqlx::Error> {
         labels: row.try_get::<Json<Labels>, _>("labels")?.0,
         due_at: row.try_get("due_at")?,
         lease_expired,
+        mailbox: row.try_get("mailbox")?,
         history: (!lease_expired).then(Vec::new),
     })
 }
@@ -700,9 +707,11 @@ pub(crate) async fn record_interrupt(
 }
 
 /// Parks the run until `until`, and records this execution as what will wake it (a timer). If
-/// something woke the run while it executed (`wake_seq` moved), it is made due at once and keeps that
-/// cause instead: without this, a signal arriving between the mailbox check and the park would sleep
-/// until the wait's timeout. With `waiting`, the wait's `waiting` row is written by the same
+/// something woke the run while it executed (`wake_seq` moved), or it parks for a signal
+/// ([`ParkArgs::signal`]) that is in its mailbox already, it is made due at once and keeps that cause
+/// instead: without this, a signal arriving after the claim read the mailbox would sleep until the
+/// wait's timeout. So a wait needs no read of its own before it parks: the claim's look at the
+/// mailbox is a hint, and this statement is the check. With `waiting`, the wait's `waiting` row is written by the same
 /// statement, and only if the park was (the park is the fence): one round trip and one commit for
 /// the common wait, where a transaction around an insert and an update took four statements. The
 /// same goes for [`ParkArgs::ended`], the deferred row of the step before the park. Returns when the
@@ -720,14 +729,37 @@ async fn park(
         wake,
         reason,
         ended,
+        signal,
     } = args;
+    // `woken!()`: something the execution did not see woke the run, either a signal or a child's
+    // end that moved `wake_seq` after the claim, or (for a signal wait) a signal of the awaited name
+    // in the mailbox that the claim's snapshot did not show: the run is due at once, and keeps that
+    // cause as what wakes it. `wake_seq` is the row's own column, so a signal committed while this
+    // statement waits for the row's lock is seen too (the row is read again once the lock is
+    // granted); the mailbox is read once, in `mail`.
+    macro_rules! woken {
+        () => {
+            "(wake_seq <> $14 or (select waiting from mail))"
+        };
+    }
     let sql = concat!(
-        "with parked as ( \
+        "with mail as ( \
+             select $26::text is not null and exists (select 1 from workflow.signals \
+                 where run_id = $1 and signal_name = $26 and consumed_by_step is null) as waiting \
+         ), parked as ( \
              update workflow.runs set status = 'sleeping', lease_owner = null, \
-                 available_at = case when wake_seq <> $14 then $15 else $16 end, \
-                 wake_traceparent = case when wake_seq <> $14 then wake_traceparent else $17 end, \
-                 wake_tracestate = case when wake_seq <> $14 then wake_tracestate else $18 end, \
-                 wake_reason = case when wake_seq <> $14 then wake_reason else $19 end \
+                 available_at = case when ",
+        woken!(),
+        " then $15 else $16 end, \
+                 wake_traceparent = case when ",
+        woken!(),
+        " then wake_traceparent else $17 end, \
+                 wake_tracestate = case when ",
+        woken!(),
+        " then wake_tracestate else $18 end, \
+                 wake_reason = case when ",
+        woken!(),
+        " then wake_reason else $19 end \
              where id = $1 and lease_owner = $2 and executions = $3 and status = 'running' \
              returning id, available_at \
          ), waiting as ( \
@@ -752,6 +784,7 @@ async fn park(
         .bind(waiting.as_ref().map(|w| w.wake_at))
         .bind(waiting.as_ref().and_then(|w| w.child_run_id))
         .bind(waiting.as_ref().map(|w| w.started_at))
+        .bind(signal)
         .fetch_one(&mut *conn)
         .await?;
     row.try_get::<Option<OffsetDateTime>, _>(0)?
@@ -954,19 +987,6 @@ pub(crate) async fn consume_signal(
     .transpose()
 }
 
-/// Whether the run's mailbox holds a signal `name` no wait has taken: a wait's look before it parks,
-/// one read and no transaction (the taking itself is `consume_signal`'s, in the wait's transaction).
-pub(crate) async fn has_signal(pool: &PgPool, run_id: Uuid, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from workflow.signals \
-                        where run_id = $1 and signal_name = $2 and consumed_by_step is null)",
-    )
-    .bind(run_id)
-    .bind(name)
-    .fetch_one(pool)
-    .await
-}
-
 /// A wait that began in an execution that then parks: its `waiting` row (and, for a child wait, the
 /// child run), written with the park.
 #[derive(Debug, Clone)]
@@ -1079,6 +1099,9 @@ pub(crate) struct ParkArgs<'a> {
     pub reason: &'a str,
     /// The attempt of a quick step whose row waited for this park (written with it, or not at all).
     pub ended: Option<&'a AttemptRow>,
+    /// The signal the run parks waiting for, if it does: if one is in the mailbox already, the park
+    /// makes the run due at once (see [`park`]).
+    pub signal: Option<&'a str>,
 }
 
 /// Asks a run to stop. Returns its status, or `None` if there is no such run.

@@ -298,6 +298,7 @@ impl Execution {
             hooks: self.shared.hooks.clone(),
             record_start_after: self.shared.record_start_after,
             interrupts,
+            mailbox: std::mem::take(&mut run.mailbox),
         });
         let Some(workflow) = self.workflows.get(&run.workflow_name) else {
             // Claims only ask for registered names, so this is a bug, not an operating condition.
@@ -369,7 +370,7 @@ impl Execution {
                 &identity,
                 &span,
                 action,
-                (reason, summary.wait_start, summary.ended),
+                (reason, summary.wait_start, summary.ended, summary.awaiting),
             )
             .await
         {
@@ -392,7 +393,12 @@ impl Execution {
         identity: &RunIdentity,
         span: &tracing::Span,
         action: RunAction,
-        (reason, wait, ended): (&str, Option<store::WaitStart>, Option<store::AttemptRow>),
+        (reason, wait, ended, awaiting): (
+            &str,
+            Option<store::WaitStart>,
+            Option<store::AttemptRow>,
+            Option<String>,
+        ),
     ) -> Result<(), WorkflowError> {
         let now = self.shared.clock.now();
         let (status, output, error) = match action {
@@ -409,6 +415,7 @@ impl Execution {
                     wake: &me,
                     reason,
                     ended: ended.as_ref(),
+                    signal: awaiting.as_deref(),
                 };
                 let due = store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
                 // This process's idle workers may be sleeping until a later time than this one.

@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Reaction, ScriptedHooks, Workers, eventually, migrated, worker_config};
+use common::{Gate, Reaction, ScriptedHooks, Workers, eventually, migrated, reached, worker_config};
 use pizza_workflow::{
     AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions,
     StepError, StepKind, WorkerConfig, WorkflowError, Workflows,
@@ -362,6 +362,65 @@ async fn a_run_parked_here_makes_no_idle_worker_claim_before_it_is_due(pool: PgP
         [true, true, true],
         "three executions, no empty claim after a park: {claims:?}"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_signal_wait_reads_no_mailbox_of_its_own_and_its_park_finds_a_signal_the_claim_missed(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let workflows = Workflows::new().register("mail", |ctx, _: ()| async move {
+        let first: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+        let second: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+        Ok::<_, WorkflowError>((first, second))
+    });
+    // The first signal is in the mailbox before the run's first claim: the claim shows it, and the
+    // first wait takes it in that execution.
+    let other = Engine::builder(pool.clone()).build();
+    let run = other.start("mail", &(), StartOptions::default()).await.unwrap();
+    other.signal(run, "go", &"one", None).await.unwrap();
+    // The second wait's park stalls until the test has put a signal in the mailbox the way a
+    // signal the claim's snapshot missed looks to the execution: there, and `wake_seq` as claimed.
+    let gate = Gate::new();
+    let held = gate.clone();
+    let (hooks, mut points) = ScriptedHooks::new(move |point| match point {
+        HookPoint::BeforePark { .. } => Reaction::Wait(held.clone()),
+        _ => Reaction::Go,
+    });
+    let engine = Engine::builder(pool.clone()).hooks(hooks).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    reached(&mut points, "the second wait's park", |p| {
+        matches!(p, HookPoint::BeforePark { .. })
+    })
+    .await;
+    sqlx::query(
+        "insert into workflow.signals (run_id, signal_name, payload, sent_at) \
+         values ($1, 'go', '\"two\"', now())",
+    )
+    .bind(run)
+    .execute(&pool)
+    .await
+    .unwrap();
+    gate.open();
+    // Without the park's look at the mailbox the run would sleep until the wait's hour is up.
+    let done = other.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!(["one", "two"])));
+    assert_eq!(done.executions, 2, "one execution per park");
+    // No statement of the engine read the mailbox on its own: the claim and the park did.
+    let reads: i64 = sqlx::query_scalar(
+        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and query ilike 'select%workflow.signals%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reads, 0, "reads of the mailbox outside the claim and the park");
 }
 
 #[sqlx::test(migrations = false)]

@@ -93,6 +93,11 @@ struct ExecState {
     /// records"): the next step writes it before it does anything, a park or the run's end writes it
     /// in its own statement.
     ended: Option<AttemptRow>,
+    /// The names of the signals in the mailbox, as the claim saw them, less those this execution
+    /// took: where a wait looks before it parks (see `wait_for_signal`).
+    mailbox: Vec<String>,
+    /// The signal the execution parks waiting for, if it does: the park checks the mailbox for it.
+    awaiting: Option<String>,
     /// The database failed or the lease was lost: nothing more may be written by this execution.
     aborted: bool,
 }
@@ -105,6 +110,7 @@ pub(crate) struct ContextSummary {
     pub suspended: Option<(OffsetDateTime, ParkReason)>,
     pub wait_start: Option<WaitStart>,
     pub ended: Option<AttemptRow>,
+    pub awaiting: Option<String>,
     pub aborted: bool,
 }
 
@@ -145,6 +151,7 @@ pub(crate) struct ContextParts {
     pub hooks: Option<Arc<dyn Hooks>>,
     pub record_start_after: Duration,
     pub interrupts: InterruptState,
+    pub mailbox: Vec<String>,
 }
 
 impl WorkflowContext {
@@ -169,6 +176,8 @@ impl WorkflowContext {
                     suspended: None,
                     wait_start: None,
                     ended: None,
+                    mailbox: parts.mailbox,
+                    awaiting: None,
                     aborted: false,
                 }),
             }),
@@ -201,6 +210,7 @@ impl WorkflowContext {
             suspended: s.suspended,
             wait_start: s.wait_start.clone(),
             ended: s.ended.take(),
+            awaiting: s.awaiting.take(),
             aborted: s.aborted,
         }
     }

@@ -125,12 +125,15 @@ impl WorkflowContext {
             StepDecision::Resume(w) => (w.attempt, w.started_at, w.wake_at.unwrap_or(now), false),
             other => return Err(self.unexpected(index, other)),
         };
-        // Nothing to take and the timeout ahead (the common case of a wait that begins): park after
-        // one read, without a transaction. A signal sent after this read moves the run's `wake_seq`,
-        // and the park then makes the run due at once.
+        // Nothing to take and the timeout ahead (the common case of a wait that begins): park, with
+        // no read and no transaction of its own. The claim read the mailbox; a signal it did not
+        // show (sent after its snapshot) either moved the run's `wake_seq` since or is found by the
+        // park's own look at the mailbox, and the park then makes the run due at once. So a signal
+        // that lands while the execution runs costs one more execution, and no wait costs a read.
         if let WaitDecision::ParkUntil(until) = core::decide_wait(false, wake_at, now)
-            && !store::has_signal(&self.inner.pool, self.run_id(), name).await?
+            && !self.in_mailbox(name)
         {
+            self.state().awaiting = Some(name.to_owned());
             if !new {
                 return Err(self.suspend(until, ParkReason::Timer));
             }
@@ -142,6 +145,9 @@ impl WorkflowContext {
         store::fence(&mut tx, &self.inner.lease).await?;
         // Taking the signal and completing the wait commit together: a crash in between loses neither.
         let signal = store::consume_signal(&mut tx, self.run_id(), name, index, now).await?;
+        if signal.is_some() {
+            self.taken_from_mailbox(name);
+        }
         match core::decide_wait(signal.is_some(), wake_at, now) {
             WaitDecision::ParkUntil(until) => {
                 if new {
@@ -159,6 +165,7 @@ impl WorkflowContext {
                     store::insert_attempt(&mut tx, self.run_id(), row).await?;
                 }
                 tx.commit().await?;
+                self.state().awaiting = Some(name.to_owned());
                 Err(self.suspend(until, ParkReason::Timer))
             }
             WaitDecision::Resolved { timed_out } => {
@@ -197,6 +204,21 @@ impl WorkflowContext {
                 });
                 signal_result(output)
             }
+        }
+    }
+}
+
+impl WorkflowContext {
+    /// Whether the mailbox, as the claim saw it, holds a signal `name` this execution has not taken.
+    fn in_mailbox(&self, name: &str) -> bool {
+        self.state().mailbox.iter().any(|n| n == name)
+    }
+
+    /// A signal `name` was taken: the oldest of that name leaves the mailbox's picture.
+    fn taken_from_mailbox(&self, name: &str) {
+        let mut state = self.state();
+        if let Some(i) = state.mailbox.iter().position(|n| n == name) {
+            state.mailbox.remove(i);
         }
     }
 }
