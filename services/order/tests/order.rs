@@ -784,6 +784,58 @@ async fn only_the_token_handed_back_with_the_order_cancels_it(pool: PgPool) -> a
     Ok(())
 }
 
+#[sqlx::test(migrations = false)]
+async fn showing_an_order_reads_it_and_its_timeline_in_one_statement(pool: PgPool) -> anyhow::Result<()> {
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&pool)
+        .await?;
+    let router = api_only(&pool).await?.router()?;
+    let order = place_through(&router).await?;
+    // A second entry, so the timeline's order shows.
+    let mut conn = pool.acquire().await?;
+    let change = pizza_order::store::Change::to(pizza_order::store::Status::Paid, "payment-captured");
+    pizza_order::store::advance(&mut conn, order, change).await?;
+    drop(conn);
+    const LOOKS: i64 = 3;
+    for _ in 0..LOOKS {
+        let (status, body) = call(&router, get(&format!("/orders/{order}"))?).await?;
+        assert_eq!(status, 200, "{body}");
+        let shown: Value = serde_json::from_str(&body)?;
+        assert_eq!(shown["status"], "paid", "{shown}");
+        let timeline: Vec<(i64, &str, &str)> = shown["timeline"]
+            .as_array()
+            .context("timeline")?
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default();
+                (
+                    e["seq"].as_i64().unwrap_or_default(),
+                    text("status"),
+                    text("event"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            timeline,
+            [(1, "accepted", "order-accepted"), (2, "paid", "payment-captured")],
+            "{shown}"
+        );
+    }
+    // Each look was one statement (one commit), not a read of the order and one of its timeline.
+    let looks: Vec<(String, i64)> = sqlx::query_as(
+        "select query, calls from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and query ilike 'select%orders.timeline%' and query not ilike '%for update%'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert!(
+        looks.len() == 1 && looks[0].1 == LOOKS && looks[0].0.contains("orders.orders"),
+        "{looks:?}"
+    );
+    Ok(())
+}
+
 // ---- load limits and the event stream -----------------------------------------------------------------
 
 /// Places the default order through `router` and returns its id.

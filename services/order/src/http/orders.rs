@@ -229,10 +229,9 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = order_id(path)?;
-    let row = store::find(&state.pool, order_id)
+    let (row, timeline) = store::find_with_timeline(&state.pool, order_id)
         .await?
         .ok_or(ApiError::NotFound(order_id))?;
-    let timeline = store::timeline(&state.pool, order_id, 0).await?;
     let status = row.status()?;
     Ok(Json(OrderView {
         order_id,

@@ -365,6 +365,58 @@ pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<Orde
     .await?)
 }
 
+/// An order and its whole timeline, in one statement: what `GET /orders/{id}` shows, read in one
+/// snapshot (the status and the timeline always agree) and one round trip. Two statements outside a
+/// transaction were two commits for every look at an order, and a client following an order looks
+/// often.
+pub async fn find_with_timeline(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+) -> Result<Option<(OrderRow, Vec<TimelineEntry>)>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        order: OrderRow,
+        seqs: Vec<i32>,
+        ats: Vec<OffsetDateTime>,
+        statuses: Vec<String>,
+        events: Vec<String>,
+        progress: Vec<Option<i16>>,
+    }
+    let found: Option<Found> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {ORDER_COLUMNS}, coalesce(t.seqs, '{{}}') as seqs, coalesce(t.ats, '{{}}') as ats, \
+             coalesce(t.statuses, '{{}}') as statuses, coalesce(t.events, '{{}}') as events, \
+             coalesce(t.progress, '{{}}') as progress \
+         from orders.orders o left join lateral ( \
+             select array_agg(seq order by seq) as seqs, array_agg(at order by seq) as ats, \
+                 array_agg(status order by seq) as statuses, array_agg(event order by seq) as events, \
+                 array_agg(progress_percent order by seq) as progress \
+             from orders.timeline where order_id = o.order_id) t on true \
+         where o.order_id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.map(|f| {
+        let timeline = f
+            .seqs
+            .into_iter()
+            .zip(f.ats)
+            .zip(f.statuses)
+            .zip(f.events)
+            .zip(f.progress)
+            .map(|((((seq, at), status), event), progress_percent)| TimelineEntry {
+                seq,
+                at,
+                status,
+                event,
+                progress_percent,
+            })
+            .collect();
+        (f.order, timeline)
+    }))
+}
+
 /// The customer of an order.
 pub async fn customer(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<Customer>, StoreError> {
     let row: Option<Json<Customer>> =
