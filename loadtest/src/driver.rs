@@ -252,7 +252,7 @@ pub const TERMINAL: &[&str] = &["completed", "cancelled", "rejected"];
 /// How many `GET /orders/{id}` [`settle`] has in flight at once. All of a round at once was a burst
 /// of a thousand requests every second after a busy step, landing on the shop while it finishes the
 /// very orders the bench times: the tester's own reads slowed what it measured.
-const SETTLE_LOOKS_IN_FLIGHT: usize = 16;
+const SETTLE_LOOKS_IN_FLIGHT: usize = 64;
 
 /// Polls every order until it is terminal or `timeout` has passed; returns the last state of each.
 pub async fn settle(
