@@ -70,32 +70,67 @@ async fn a_writing_transaction_moves_the_write_counter_and_reading_it_does_not()
     pool.close().await;
 }
 
-/// Only the order service listens for notifications, on one connection, whatever number of its
-/// loops wait on them (the relay, the workflow worker, the event streams); the kitchen and the
-/// delivery wake their loops in memory after their own commits and listen to nothing. PostgreSQL
-/// makes every listening connection of a database read every notification sent there, so each
-/// extra one costs a transaction per notification: a loop with a connection of its own made it
-/// four, five or six here, one per service made it three.
+/// Nobody listens for notifications until someone follows an order: the kitchen and the delivery
+/// wake their loops in memory after their own commits, and so do the order service's relay and
+/// workflow worker; only an event stream needs to hear what other replicas write, and it listens on
+/// the order service's one connection. PostgreSQL makes every listening connection of a database
+/// read every notification sent there, so each one costs a transaction per notifying commit: a
+/// loop with a connection of its own made it four, five or six here, one per service three, the
+/// order service's alone one.
 #[tokio::test]
-async fn only_the_order_service_listens_and_on_one_connection() {
+async fn nobody_listens_until_an_order_is_followed_and_then_on_one_connection() {
     use std::time::{Duration, Instant};
 
     use pizza_load::managed::{ManagedOptions, ManagedStack};
 
     let stack = ManagedStack::start(ManagedOptions::new()).await.unwrap();
-    let url = stack.target().database_url;
-    // The loops subscribe as they start; give them time to have all started, then look a while:
-    // the count must settle at one and never go above.
+    let target = stack.target();
+    let url = target.database_url.clone();
+    // The loops subscribe as they start; give them time to have all started, then look a while.
     let started = Instant::now();
-    let mut seen = Vec::new();
-    while started.elapsed() < Duration::from_secs(6) {
-        seen.push(cost::listening_backends(&url).await.unwrap());
+    let mut idle = Vec::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        idle.push(cost::listening_backends(&url).await.unwrap());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Someone follows an order.
+    let client = pizza_load::driver::http_client(Duration::from_secs(10));
+    let base = target.order_url.trim_end_matches('/').to_owned();
+    let placed: serde_json::Value = client
+        .post(format!("{base}/orders"))
+        .json(&pizza_load::driver::order_body(1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order = placed["order_id"].as_str().unwrap().to_owned();
+    let stream = client
+        .get(format!("{base}/orders/{order}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let started = Instant::now();
+    let mut following = Vec::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        following.push(cost::listening_backends(&url).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(stream);
     stack.shutdown().await.unwrap();
-    assert_eq!(seen.last(), Some(&1), "the order service's: {seen:?}");
     assert!(
-        seen.iter().all(|n| *n <= 1),
-        "never more than the order service's one: {seen:?}"
+        idle.iter().all(|n| *n == 0),
+        "nobody, while nobody follows an order: {idle:?}"
+    );
+    assert_eq!(
+        following.last(),
+        Some(&1),
+        "the order service's, for its stream: {following:?}"
+    );
+    assert!(
+        following.iter().all(|n| *n <= 1),
+        "never more than the order service's one: {following:?}"
     );
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use pizza_notify::Source;
 use pizza_telemetry::Topology;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -184,6 +185,8 @@ pub(crate) struct Shared {
     pub hooks: Option<Arc<dyn Hooks>>,
     /// See [`EngineBuilder::record_start_after`].
     pub record_start_after: Duration,
+    /// Where this engine's writes announce a run due sooner (see [`EngineBuilder::wakes`]).
+    pub wake_channel: store::WakeChannel,
 }
 
 /// The furthest ahead [`Shared::parked`] looks: an idle worker looks again at least this often anyway.
@@ -230,9 +233,28 @@ pub struct EngineBuilder {
     metrics: Option<Metrics>,
     hooks: Option<Arc<dyn Hooks>>,
     record_start_after: Duration,
+    wakes: Source,
 }
 
 impl EngineBuilder {
+    /// How other processes' workers learn that this engine made a run due sooner (a start, a
+    /// signal, a cancel, a child's end). [`Source::Database`] (the default): a `NOTIFY` at the
+    /// writer's commit, and this engine's workers listen for everyone's. [`Source::Process`]: no
+    /// `NOTIFY` and no listening; the workers of this process are woken in memory, and those of other
+    /// processes find the run at their safety-net poll.
+    ///
+    /// `Process` is for a host whose every process runs workers for the workflows it starts and
+    /// signals (the order service): the run is then always taken at once by the process that made it
+    /// due, and no process pays for hearing the others. PostgreSQL makes every listening connection
+    /// of a database read every notification sent in it in a transaction of its own, whatever its
+    /// channel: a listener costs a commit per notifying commit of the whole database. A
+    /// [`signal_in`](Engine::signal_in) caller must then call [`Engine::wake`] after its
+    /// transaction commits.
+    pub fn wakes(mut self, source: Source) -> Self {
+        self.wakes = source;
+        self
+    }
+
     /// How executions are drawn: children of the create span (`continuous`) or new traces linked to
     /// it (`linked`). Default `continuous`.
     pub fn topology(mut self, topology: Topology) -> Self {
@@ -281,6 +303,10 @@ impl EngineBuilder {
                 parks: watch::Sender::new(tokio::time::Instant::now()),
                 hooks: self.hooks,
                 record_start_after: self.record_start_after,
+                wake_channel: match self.wakes {
+                    Source::Database => Some(store::WAKE_CHANNEL),
+                    Source::Process => None,
+                },
             }),
         }
     }
@@ -296,6 +322,7 @@ impl Engine {
             metrics: None,
             hooks: None,
             record_start_after: DEFAULT_RECORD_START_AFTER,
+            wakes: Source::Database,
         }
     }
 
@@ -351,6 +378,7 @@ impl Engine {
             created_at: now,
             deadline_at: options.deadline.map(|d| now + d),
             labels: &identity.labels,
+            channel: self.shared.wake_channel,
         };
         let result = store::insert_run(conn, run).instrument(span.clone()).await;
         // With an idempotency key that names an existing run, the existing run's id is returned; the
@@ -392,7 +420,9 @@ impl Engine {
     /// [`signal`](Self::signal) in the caller's transaction: the signal is stored, and the run woken,
     /// only if that transaction commits, together with whatever else it writes (a consumer's inbox
     /// entry and the state change the event makes, say): one commit, and no signal without its cause.
-    /// The run's workers learn of it from the database's notification at the commit.
+    /// The run's workers learn of it from the database's notification at the commit; with
+    /// [`EngineBuilder::wakes`] set to [`Source::Process`] there is none, and the caller calls
+    /// [`wake`](Self::wake) once its transaction has committed.
     pub async fn signal_in<T: Serialize>(
         &self,
         conn: &mut PgConnection,
@@ -416,9 +446,19 @@ impl Engine {
         let span = telemetry::signal_send_span(&identity, &target.carrier, name);
         let sender = telemetry::carrier_of(&span);
         let now = self.shared.clock.now();
-        let stored = store::insert_signal(&mut *conn, run_id, name, &payload, idempotency_key, &sender, now)
-            .instrument(span.clone())
-            .await?;
+        let channel = self.shared.wake_channel;
+        let stored = store::insert_signal(
+            &mut *conn,
+            run_id,
+            name,
+            &payload,
+            idempotency_key,
+            &sender,
+            now,
+            channel,
+        )
+        .instrument(span.clone())
+        .await?;
         Ok(stored)
     }
 
@@ -427,7 +467,8 @@ impl Engine {
     /// Returns the run's status when asked.
     pub async fn cancel(&self, run_id: Uuid) -> Result<RunStatus, Error> {
         let mut tx = self.shared.pool.begin().await?;
-        let status = store::request_cancel(&mut tx, run_id, self.shared.clock.now()).await?;
+        let status =
+            store::request_cancel(&mut tx, run_id, self.shared.clock.now(), self.shared.wake_channel).await?;
         tx.commit().await?;
         self.shared.wake_local.notify_waiters();
         status.ok_or(Error::NotFound(run_id))

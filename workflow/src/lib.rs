@@ -79,6 +79,7 @@ pub use engine::{Engine, EngineBuilder, RunInfo, StartOptions, StepRecord, Workf
 pub use error::{Error, RunError, StepError, WorkflowError};
 pub use hooks::{HookAction, HookPoint, Hooks};
 pub use labels::Labels;
+pub use pizza_notify::Source;
 pub use store::migrate;
 pub use telemetry::Metrics;
 pub use worker::{Worker, WorkerConfig};

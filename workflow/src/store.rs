@@ -33,6 +33,10 @@ use crate::{RunInfo, StepRecord};
 /// which idle workers listen ([`crate::worker`]).
 pub(crate) const WAKE_CHANNEL: &str = "pizza_workflow_wake";
 
+/// Where a write that makes a run due sooner announces it: [`WAKE_CHANNEL`], or nowhere (`None`) for
+/// an engine whose wakes stay in its process (see `EngineBuilder::wakes`).
+pub(crate) type WakeChannel = Option<&'static str>;
+
 /// The fence as a condition inside one statement: the execution whose lease is `$1` (run id), `$2`
 /// (owner), `$3` (execution) still holds it. `for share` makes a takeover (which updates the row)
 /// wait for the statement's transaction, so the two never interleave.
@@ -101,6 +105,7 @@ pub(crate) struct NewRun<'a> {
     pub created_at: OffsetDateTime,
     pub deadline_at: Option<OffsetDateTime>,
     pub labels: &'a Labels,
+    pub channel: WakeChannel,
 }
 
 fn carrier(tp: Option<String>, ts: Option<String>) -> Vec<(String, String)> {
@@ -133,7 +138,7 @@ pub(crate) async fn insert_run(
              on conflict (workflow_name, idempotency_key) do nothing \
              returning id \
          ) \
-         select id from inserted, pg_notify($11, '')",
+         select id, case when $11::text is not null then pg_notify($11, '') end from inserted",
     )
     .bind(run.id)
     .bind(run.workflow_name)
@@ -145,7 +150,7 @@ pub(crate) async fn insert_run(
     .bind(field(run.carrier, "tracestate"))
     .bind(run.deadline_at)
     .bind(Json(run.labels))
-    .bind(WAKE_CHANNEL)
+    .bind(run.channel)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
@@ -730,6 +735,7 @@ async fn park(
         reason,
         ended,
         signal,
+        channel: _,
     } = args;
     // `woken!()`: something the execution did not see woke the run, either a signal or a child's
     // end that moved `wake_seq` after the claim, or (for a signal wait) a signal of the awaited name
@@ -816,6 +822,7 @@ pub(crate) async fn finish_run(
     now: OffsetDateTime,
     cause: &[(String, String)],
     ended: Option<&AttemptRow>,
+    channel: WakeChannel,
 ) -> Result<Option<Uuid>, WorkflowError> {
     let error = error.map(serde_json::to_value).transpose()?;
     let sql = concat!(
@@ -838,7 +845,7 @@ pub(crate) async fn finish_run(
         recorded_with!("finished"),
         " select (select count(*) from finished) as finished, \
              (select parent_run_id from finished) as parent, \
-             (select count(pg_notify($20, '')) from woke) as notified"
+             (select count(pg_notify($20, '')) from woke where $20::text is not null) as notified"
     );
     let query = leased(sql, lease);
     let row = bind_row(query, ended)
@@ -848,7 +855,7 @@ pub(crate) async fn finish_run(
         .bind(now)
         .bind(field(cause, "traceparent"))
         .bind(field(cause, "tracestate"))
-        .bind(WAKE_CHANNEL)
+        .bind(channel)
         .fetch_one(pool)
         .await?;
     if row.try_get::<i64, _>("finished")? != 1 {
@@ -866,6 +873,7 @@ pub(crate) async fn wake(
     now: OffsetDateTime,
     cause: &[(String, String)],
     reason: &str,
+    channel: WakeChannel,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update workflow.runs set wake_seq = wake_seq + 1, \
@@ -874,14 +882,14 @@ pub(crate) async fn wake(
              wake_tracestate = case when $3 is null then wake_tracestate else $4 end, \
              wake_reason = $5 \
          where id = $1 and status in ('pending', 'running', 'sleeping') \
-         returning pg_notify($6, '')",
+         returning case when $6::text is not null then pg_notify($6, '') end",
     )
     .bind(run_id)
     .bind(now)
     .bind(field(cause, "traceparent"))
     .bind(field(cause, "tracestate"))
     .bind(reason)
-    .bind(WAKE_CHANNEL)
+    .bind(channel)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -921,6 +929,7 @@ pub(crate) async fn signal_target(
 
 /// Puts a signal in the run's mailbox (once per idempotency key and run) and wakes the run. Returns whether it
 /// was stored now.
+#[allow(clippy::too_many_arguments)] // one statement's inputs; a struct would only rename them
 pub(crate) async fn insert_signal(
     conn: &mut PgConnection,
     run_id: Uuid,
@@ -929,6 +938,7 @@ pub(crate) async fn insert_signal(
     idempotency_key: Option<&str>,
     sender: &[(String, String)],
     now: OffsetDateTime,
+    channel: WakeChannel,
 ) -> Result<bool, sqlx::Error> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "insert into workflow.signals (run_id, signal_name, payload, idempotency_key, sent_at, traceparent, tracestate) \
@@ -945,7 +955,7 @@ pub(crate) async fn insert_signal(
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_some() {
-        wake(conn, run_id, now, sender, "signal").await?;
+        wake(conn, run_id, now, sender, "signal", channel).await?;
     }
     Ok(inserted.is_some())
 }
@@ -1038,6 +1048,7 @@ pub(crate) async fn insert_child(
     parent: Uuid,
     created_at: OffsetDateTime,
     child: &ChildStart,
+    channel: WakeChannel,
 ) -> Result<Uuid, sqlx::Error> {
     let run = NewRun {
         id: child.id,
@@ -1049,6 +1060,7 @@ pub(crate) async fn insert_child(
         created_at,
         deadline_at: None,
         labels: &child.labels,
+        channel,
     };
     Ok(insert_run(conn, run).await?.0)
 }
@@ -1080,7 +1092,14 @@ pub(crate) async fn park_waiting(
         }
         Some((wait, child)) => {
             let mut tx = pool.begin().await?;
-            let child_run_id = insert_child(&mut tx, park_args.lease.run_id, wait.started_at, child).await?;
+            let child_run_id = insert_child(
+                &mut tx,
+                park_args.lease.run_id,
+                wait.started_at,
+                child,
+                park_args.channel,
+            )
+            .await?;
             let due = park(&mut tx, park_args, row(Some(child_run_id))).await?;
             tx.commit().await?;
             Ok(due.min(wait.started_at))
@@ -1102,6 +1121,8 @@ pub(crate) struct ParkArgs<'a> {
     /// The signal the run parks waiting for, if it does: if one is in the mailbox already, the park
     /// makes the run due at once (see [`park`]).
     pub signal: Option<&'a str>,
+    /// Where a child created with the park is announced.
+    pub channel: WakeChannel,
 }
 
 /// Asks a run to stop. Returns its status, or `None` if there is no such run.
@@ -1109,6 +1130,7 @@ pub(crate) async fn request_cancel(
     conn: &mut PgConnection,
     run_id: Uuid,
     now: OffsetDateTime,
+    channel: WakeChannel,
 ) -> Result<Option<RunStatus>, sqlx::Error> {
     let status: Option<String> = sqlx::query_scalar(
         "update workflow.runs set cancel_requested_at = coalesce(cancel_requested_at, $2) \
@@ -1120,7 +1142,7 @@ pub(crate) async fn request_cancel(
     .await?;
     let status = status.map(|s| parse::<RunStatus>("run status", &s)).transpose()?;
     if status.is_some_and(|s| !s.is_terminal()) {
-        wake(conn, run_id, now, &[], "cancel").await?;
+        wake(conn, run_id, now, &[], "cancel", channel).await?;
     }
     Ok(status)
 }

@@ -104,7 +104,9 @@ impl Worker {
     /// is woken: by this process (a start, a signal, a child's end, a run parked here), or by any
     /// process through PostgreSQL's `NOTIFY` on [`WAKE_CHANNEL`](crate::store), which every start,
     /// signal, cancel and child's end sends when it commits. `poll_interval` is only the safety net
-    /// for a notification lost while the listening connection was down.
+    /// for a notification lost while the listening connection was down, and, with an engine whose
+    /// wakes stay in its process (`EngineBuilder::wakes`), how other processes' workers find a run
+    /// this one made due (this process's workers take it at once).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let names = self.workflows.names();
         let concurrency = self.config.concurrency.max(1);
@@ -114,7 +116,11 @@ impl Worker {
         self.take_back_leases().await;
         // Claims go through a connection of their own (see `store::claim_pool`).
         let claims = store::claim_pool(&self.shared.pool);
-        let listener = tokio::spawn(listen(self.shared.clone()));
+        // An engine whose wakes stay in its process listens to nobody (see `EngineBuilder::wakes`).
+        let listener = self
+            .shared
+            .wake_channel
+            .map(|channel| tokio::spawn(listen(self.shared.clone(), channel)));
         let mut parks = self.shared.parks.subscribe();
         let shutdown = shutdown.fuse();
         tokio::pin!(shutdown);
@@ -202,7 +208,9 @@ impl Worker {
                 }
             }
         }
-        listener.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         claims.close().await;
         while executions.join_next().await.is_some() {}
         Ok(())
@@ -225,8 +233,8 @@ impl Worker {
 /// The listening connection is the process's one for this database ([`pizza_notify`]), shared with
 /// whatever else in the process listens there: PostgreSQL makes every listening connection of a
 /// database read every notification sent in it, in a transaction of its own.
-async fn listen(shared: Arc<Shared>) {
-    let mut wakes = pizza_notify::Notifications::shared(&shared.pool).subscribe(store::WAKE_CHANNEL);
+async fn listen(shared: Arc<Shared>, channel: &str) {
+    let mut wakes = pizza_notify::Notifications::shared(&shared.pool).subscribe(channel);
     loop {
         // A notification or a possible miss: either way the workers look.
         wakes.recv().await;
@@ -295,6 +303,7 @@ impl Execution {
             execution_cx: span.context(),
             metrics: self.shared.metrics.clone(),
             wake_local: self.shared.wake_local.clone(),
+            wake_channel: self.shared.wake_channel,
             hooks: self.shared.hooks.clone(),
             record_start_after: self.shared.record_start_after,
             interrupts,
@@ -416,6 +425,7 @@ impl Execution {
                     reason,
                     ended: ended.as_ref(),
                     signal: awaiting.as_deref(),
+                    channel: self.shared.wake_channel,
                 };
                 let due = store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
                 // This process's idle workers may be sleeping until a later time than this one.
@@ -438,6 +448,7 @@ impl Execution {
             now,
             &me,
             ended.as_ref(),
+            self.shared.wake_channel,
         )
         .await?;
         if parent.is_some() {

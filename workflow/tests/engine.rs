@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{Gate, Reaction, ScriptedHooks, Workers, eventually, migrated, reached, worker_config};
 use pizza_workflow::{
-    AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, StartOptions,
-    StepError, StepKind, WorkerConfig, WorkflowError, Workflows,
+    AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, Source,
+    StartOptions, StepError, StepKind, WorkerConfig, WorkflowError, Workflows,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -274,6 +274,70 @@ async fn an_idle_worker_that_never_polls_is_woken_by_another_processs_start_and_
     assert_eq!(
         done.executions, 3,
         "started by a notification, woken by its timer, then by the signal's notification"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_engine_whose_wakes_stay_in_its_process_notifies_nobody_and_its_workers_take_every_wake_at_once(
+    pool: PgPool,
+) {
+    migrated(&pool).await;
+    let workflows = Workflows::new()
+        .register("parent", |ctx, _: ()| async move {
+            let doubled: u64 = ctx
+                .run_workflow("double", &21u64, Duration::from_secs(30))
+                .await?;
+            let got: Option<String> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+            let other: Option<String> = ctx.wait_for_signal("more", Duration::from_secs(3600)).await?;
+            Ok::<_, WorkflowError>((doubled, got, other))
+        })
+        .register("double", |ctx, n: u64| async move {
+            ctx.run("double", RetryPolicy::no_retry(), |_| async move { Ok(n * 2) })
+                .await
+        })
+        .register("held", |ctx, _: ()| async move {
+            ctx.wait_for_signal::<()>("never", Duration::from_secs(3600))
+                .await?;
+            Ok::<_, WorkflowError>(())
+        });
+    // Whoever listens on the engine's channel hears nothing from this engine.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("pizza_workflow_wake").await.unwrap();
+    // Its workers' safety-net poll is an hour: only a wake in memory or a due time moves them.
+    let engine = Engine::builder(pool.clone()).wakes(Source::Process).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..worker_config("process")
+    });
+    let run = engine
+        .start("parent", &(), StartOptions::default())
+        .await
+        .unwrap();
+    engine.wake();
+    until_waiting(&engine, run, "go").await;
+    engine.signal(run, "go", &"now", None).await.unwrap();
+    until_waiting(&engine, run, "more").await;
+    // A signal in someone else's transaction (a consumer's): the caller wakes the workers once it
+    // has committed.
+    let mut tx = pool.begin().await.unwrap();
+    engine
+        .signal_in(&mut tx, run, "more", &"later", None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    engine.wake();
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    let held = engine.start("held", &(), StartOptions::default()).await.unwrap();
+    engine.wake();
+    until_waiting(&engine, held, "never").await;
+    engine.cancel(held).await.unwrap();
+    wait_for_status(&engine, held, RunStatus::Cancelled).await;
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!([42, "now", "later"])));
+    let heard = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(
+        heard.is_err(),
+        "a notification on the engine's channel: {heard:?}"
     );
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use pizza_contracts::EventData;
 use pizza_telemetry::propagation;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
@@ -156,6 +156,12 @@ impl Outbox {
     /// The schema the rows live in.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// Wakes this process's relay of this outbox: call it after committing rows to it, for a relay
+    /// woken by its process ([`crate::Source::Process`]); see [`crate::announce_outbox`].
+    pub fn announce(&self, pool: &PgPool) {
+        crate::relay::announce_outbox(pool, &self.schema);
     }
 
     pub(crate) fn sql(&self) -> &Sql {

@@ -27,9 +27,9 @@
 //! A loop whose work only ever comes from its own process's commits subscribes with
 //! [`Source::Process`] and is woken by [`Notifications::announce`], which the writer calls after
 //! its commit: no connection, and, with the tables' `NOTIFY` triggers gone, nothing for the other
-//! services' listening connections to read either (see [`Source`]). The kitchen and the delivery
-//! work this way; the order service listens, because its event streams must hear what any replica
-//! writes and its workflow workers what any process starts.
+//! services' listening connections to read either (see [`Source`]). The kitchen, the delivery and
+//! the order service's relay and workflow workers work this way; the order service's event streams
+//! listen (while some are open), because they must hear what any replica writes.
 //!
 //! # What a subscriber must do with [`Event::Missed`]
 //! A notification is lost when the listening connection is: what was committed while it was down,

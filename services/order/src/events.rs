@@ -178,6 +178,12 @@ impl Handler for Progress {
             Err(error) => Err(HandlerError::retry(error)),
         }
     }
+
+    /// The signals of the committed transaction make their runs due: this process's workers take
+    /// them at once (the engine sends no `NOTIFY`; see `EngineBuilder::wakes`).
+    fn committed(&self) {
+        self.engine.wake();
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use pizza_servicekit::background::{self, Stop};
 use pizza_servicekit::host::BoxError;
 use pizza_servicekit::http::AppState;
 use pizza_servicekit::{Consumes, Context, Faults, Service, ServiceConfig};
-use pizza_workflow::{Engine, WorkerConfig, Workflows};
+use pizza_workflow::{Engine, Source, WorkerConfig, Workflows};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
@@ -80,6 +80,9 @@ impl Service for OrderService {
     /// `traceparent` is continued.
     const EDGE: bool = true;
     const MAX_BODY_BYTES: usize = http::MAX_BODY_BYTES;
+    /// Only the order service writes its outbox: the placing of an order, the workflow's steps
+    /// (after their commit, `StepTx::after_commit`) and the reconciler announce their rows.
+    const WAKES: pizza_messaging::Source = pizza_messaging::Source::Process;
     type Config = Config;
     type Handler = events::Progress;
 
@@ -105,8 +108,12 @@ impl Service for OrderService {
     /// telemetry has started, as its instruments need (see `pizza_servicekit::host`).
     async fn build(config: &Config, context: Context) -> Result<Self, BoxError> {
         pizza_workflow::migrate(&context.pool).await?;
+        // Every replica runs workers for the workflows it starts and signals, so a run is always
+        // taken by the process that made it due: no `NOTIFY`, no listening connection (see
+        // `EngineBuilder::wakes`).
         let engine = Engine::builder(context.pool.clone())
             .topology(context.topology)
+            .wakes(Source::Process)
             .build();
         let workflows = fulfillment::workflows(fulfillment::Deps {
             pool: context.pool.clone(),

@@ -133,6 +133,8 @@ async fn settle(
         round.cancelled.push(order_id);
     }
     tx.commit().await?;
+    // Wakes the relay for the `order-cancelled` (a no-op wake when nothing was written).
+    outbox.announce(pool);
     Ok(())
 }
 

@@ -59,7 +59,7 @@ impl Effects {
     /// listens only to its own process ([`Service::WAKES`](crate::host::Service::WAKES)), harmless
     /// elsewhere (a relay woken twice looks once more).
     pub fn announce_published(&self) {
-        pizza_messaging::announce_outbox(&self.pool, self.outbox.schema());
+        self.outbox.announce(&self.pool);
     }
 }
 

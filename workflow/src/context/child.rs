@@ -110,7 +110,7 @@ impl WorkflowContext {
                 let end = AttemptEnd::Completed(&output);
                 store::close_attempt(&mut *tx, &self.inner.lease, index, wait.attempt, end, now).await?;
                 if timed_out {
-                    store::request_cancel(&mut tx, child_id, now).await?;
+                    store::request_cancel(&mut tx, child_id, now, self.inner.wake_channel).await?;
                 }
                 tx.commit().await?;
                 let child_create: Vec<(String, String)> = child
@@ -163,7 +163,8 @@ impl WorkflowContext {
         let child = start.child.as_ref().expect("a child wait");
         let mut tx = self.inner.pool.begin().await?;
         store::fence(&mut tx, &self.inner.lease).await?;
-        let child_id = store::insert_child(&mut tx, self.run_id(), start.started_at, child).await?;
+        let channel = self.inner.wake_channel;
+        let child_id = store::insert_child(&mut tx, self.run_id(), start.started_at, child, channel).await?;
         let row = NewAttempt {
             step_index: start.step_index,
             step_name: &start.step_name,

@@ -125,6 +125,7 @@ struct Inner {
     execution_cx: opentelemetry::Context,
     metrics: Metrics,
     wake_local: Arc<Notify>,
+    wake_channel: store::WakeChannel,
     hooks: Option<Arc<dyn Hooks>>,
     record_start_after: Duration,
     state: Mutex<ExecState>,
@@ -148,6 +149,7 @@ pub(crate) struct ContextParts {
     pub execution_cx: opentelemetry::Context,
     pub metrics: Metrics,
     pub wake_local: Arc<Notify>,
+    pub wake_channel: store::WakeChannel,
     pub hooks: Option<Arc<dyn Hooks>>,
     pub record_start_after: Duration,
     pub interrupts: InterruptState,
@@ -167,6 +169,7 @@ impl WorkflowContext {
                 execution_cx: parts.execution_cx,
                 metrics: parts.metrics,
                 wake_local: parts.wake_local,
+                wake_channel: parts.wake_channel,
                 hooks: parts.hooks,
                 record_start_after: parts.record_start_after,
                 state: Mutex::new(ExecState {
@@ -347,7 +350,7 @@ impl WorkflowContext {
             };
             store::close_attempt(&mut *tx, &self.inner.lease, index, wait.attempt, end, self.now()).await?;
             if let Some(child) = wait.child_run_id {
-                store::request_cancel(&mut tx, child, self.now()).await?;
+                store::request_cancel(&mut tx, child, self.now(), self.inner.wake_channel).await?;
             }
         }
         tx.commit().await?;

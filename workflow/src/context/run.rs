@@ -62,10 +62,20 @@ pub type StepTransaction =
 
 /// A transactional step's transaction (see [`WorkflowContext::run_tx`]). Cheap to clone; every
 /// clone is the same transaction.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StepTx {
     pool: PgPool,
     tx: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
+    after_commit: Arc<std::sync::Mutex<Vec<AfterCommit>>>,
+}
+
+/// What [`StepTx::after_commit`] keeps.
+type AfterCommit = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for StepTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepTx").finish_non_exhaustive()
+    }
 }
 
 impl StepTx {
@@ -73,7 +83,24 @@ impl StepTx {
         Self {
             pool,
             tx: Arc::new(Mutex::new(None)),
+            after_commit: Arc::default(),
         }
+    }
+
+    /// Runs `f` once the step's transaction has committed (with the attempt's record), and never if
+    /// it does not: where a step whose writes hand work to a loop of its own process wakes that loop
+    /// (an outbox row for the relay, say), since the commit happens in the engine, after the step's
+    /// code has returned.
+    pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
+        self.after_commit
+            .lock()
+            .expect("after-commit list")
+            .push(Box::new(f));
+    }
+
+    /// The callbacks of [`after_commit`](Self::after_commit), for the engine to run after the commit.
+    fn committed(&self) -> Vec<AfterCommit> {
+        std::mem::take(&mut *self.after_commit.lock().expect("after-commit list"))
     }
 
     /// The step's transaction, begun on the first call. Hold it only while writing: the engine
@@ -275,6 +302,10 @@ impl WorkflowContext {
             Some(mut tx) => {
                 record_end(&mut *tx, &self.inner.lease, row, recorded_running).await?;
                 tx.commit().await?;
+                let committed = step_tx.as_ref().map(StepTx::committed).unwrap_or_default();
+                for f in committed {
+                    f();
+                }
             }
             // A quick step: its row waits for the execution's next write (module docs).
             None if !recorded_running => self.defer(store::AttemptRow::new(row)?),

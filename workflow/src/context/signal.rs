@@ -73,7 +73,9 @@ impl WorkflowContext {
                     let send = telemetry::signal_send_span(&identity, &t.carrier, name);
                     let sender = telemetry::carrier_of(&send);
                     let key = format!("{}/{index}", self.run_id());
-                    store::insert_signal(&mut tx, target, name, &payload, Some(&key), &sender, now).await?;
+                    let channel = self.inner.wake_channel;
+                    store::insert_signal(&mut tx, target, name, &payload, Some(&key), &sender, now, channel)
+                        .await?;
                     store::insert_attempt(&mut tx, self.run_id(), row).await?;
                     tx.commit().await?;
                     self.inner.wake_local.notify_waiters();

@@ -290,11 +290,12 @@ async fn fulfill(
         })
         .await?;
     }
-    to_the_end(ctx, "cancel-order", compensation_policy(deps), |step, tx| {
+    to_the_end(ctx, "cancel-order", compensation_policy(deps), |step, step_tx| {
         let (outbox, topic) = (deps.outbox.clone(), deps.orders_events_topic.clone());
+        let pool = deps.pool.clone();
         let code = reason.clone();
         async move {
-            let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
+            let mut tx = step_tx.transaction().await.map_err(|e| db(e.into()))?;
             let event = if status == Status::Rejected {
                 "order-rejected"
             } else {
@@ -316,6 +317,7 @@ async fn fulfill(
                     .enqueue_to(&mut tx, &topic, &envelope)
                     .await
                     .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+                announce_after_commit(&step_tx, &outbox, &pool);
             }
             Ok(())
         }
@@ -392,59 +394,65 @@ async fn happy_path(
     }
 
     let (outbox, topic) = (deps.outbox.clone(), deps.delivery_requests_topic.clone());
+    let pool = deps.pool.clone();
     let ticket_id = _ticket;
-    ctx.run_tx("request-delivery", step_policy(deps), |step, tx| async move {
-        let mut tx = tx.transaction().await.map_err(|e| db(e.into()))?;
-        // The order's row lock first: a customer's cancel takes it too, so either the cancel is on
-        // file now and no driver is asked for, or the cancel sees this request and asks the kitchen.
-        let cancelled = store::lock_for_delivery(&mut tx, order_id)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
-        if cancelled {
-            return Err(StepError::permanent(
-                CUSTOMER_CANCELLED,
-                "the customer cancelled before a driver was asked for",
-            ));
-        }
-        let customer = store::customer(&mut **tx, order_id)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
-        let mut envelope = Envelope::new(
-            SOURCE,
-            DeliveryRequested {
-                order_id,
-                ticket_id,
-                address: DeliveryAddress {
-                    recipient: customer.name,
-                    street: customer.address.street,
-                    postal_code: customer.address.postal_code,
-                    city: customer.address.city,
-                },
-            },
-        );
-        envelope.attributes.id = event_id(&step.idempotency_key);
-        // An earlier attempt may have committed and died before its result was recorded: its row
-        // holds this event id (unique), so enqueue only if it is not there.
-        if !store::outbox_has(&mut **tx, envelope.attributes.id)
-            .await
-            .map_err(db)?
-        {
-            outbox
-                .enqueue_to(&mut tx, &topic, &envelope)
+    ctx.run_tx(
+        "request-delivery",
+        step_policy(deps),
+        |step, step_tx| async move {
+            let mut tx = step_tx.transaction().await.map_err(|e| db(e.into()))?;
+            // The order's row lock first: a customer's cancel takes it too, so either the cancel is on
+            // file now and no driver is asked for, or the cancel sees this request and asks the kitchen.
+            let cancelled = store::lock_for_delivery(&mut tx, order_id)
                 .await
-                .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
-        }
-        store::advance(
-            &mut tx,
-            order_id,
-            Change::to(Status::Ready, store::DELIVERY_REQUESTED).once(),
-        )
-        .await
-        .map_err(db)?;
-        Ok(())
-    })
+                .map_err(db)?
+                .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
+            if cancelled {
+                return Err(StepError::permanent(
+                    CUSTOMER_CANCELLED,
+                    "the customer cancelled before a driver was asked for",
+                ));
+            }
+            let customer = store::customer(&mut **tx, order_id)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StepError::permanent("unknown_order", format!("order {order_id} is gone")))?;
+            let mut envelope = Envelope::new(
+                SOURCE,
+                DeliveryRequested {
+                    order_id,
+                    ticket_id,
+                    address: DeliveryAddress {
+                        recipient: customer.name,
+                        street: customer.address.street,
+                        postal_code: customer.address.postal_code,
+                        city: customer.address.city,
+                    },
+                },
+            );
+            envelope.attributes.id = event_id(&step.idempotency_key);
+            // An earlier attempt may have committed and died before its result was recorded: its row
+            // holds this event id (unique), so enqueue only if it is not there.
+            if !store::outbox_has(&mut **tx, envelope.attributes.id)
+                .await
+                .map_err(db)?
+            {
+                outbox
+                    .enqueue_to(&mut tx, &topic, &envelope)
+                    .await
+                    .map_err(|e| StepError::retryable("outbox", e.to_string()))?;
+                announce_after_commit(&step_tx, &outbox, &pool);
+            }
+            store::advance(
+                &mut tx,
+                order_id,
+                Change::to(Status::Ready, store::DELIVERY_REQUESTED).once(),
+            )
+            .await
+            .map_err(db)?;
+            Ok(())
+        },
+    )
     .await?;
 
     match ctx
@@ -557,6 +565,13 @@ async fn simulate_provider(latency: Duration) {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+}
+
+/// Wakes this process's relay once the step's transaction, which wrote to the outbox, has committed
+/// (the outbox sends no `NOTIFY`; see `pizza_messaging::Source`).
+fn announce_after_commit(step_tx: &StepTx, outbox: &Outbox, pool: &PgPool) {
+    let (outbox, pool) = (outbox.clone(), pool.clone());
+    step_tx.after_commit(move || outbox.announce(&pool));
 }
 
 /// One order change, in the step's transaction: it commits with the step's record, exactly once.

@@ -14,10 +14,21 @@
 //! notified, and on a slow safety-net timer that covers a notification lost while the listener
 //! reconnected (after a reconnect every stream is told to read anyway).
 //!
-//! The listener is the process's one listening connection for the database ([`pizza_notify`]),
-//! shared with the relay, the workflow worker and anything else in the process that listens, never
-//! a connection of the handlers' pool; the feed subscribes to it with its first stream. The number of streams
-//! a process serves at once is capped ([`TimelineFeed::subscribe`] refuses beyond it).
+//! The listener is the process's one listening connection for the database ([`pizza_notify`]), never
+//! a connection of the handlers' pool; the feed subscribes to it with its first stream (the
+//! workflow worker and the relay of the order service wake in memory and listen to nothing, so
+//! without streams the process holds no listening connection). The number of streams a process
+//! serves at once is capped ([`TimelineFeed::subscribe`] refuses beyond it).
+//!
+//! # Notifications only while someone streams
+//! The trigger notifies only while some process is registered in `orders.timeline_listeners`
+//! (migration 0007): a notifying commit costs every listening connection of the database a
+//! transaction and takes the cluster's notification queue lock, and most orders are followed by
+//! nobody. A process registers while it has streams open ([`REGISTRATION`], renewed every
+//! [`RENEW_EVERY`]); when its first stream opens, every stream reads again once the registration has
+//! committed, so an entry written before the writers could see it is not left to the safety net
+//! (only one whose transaction began before the registration and committed after that read is,
+//! for [`FeedConfig::safety_poll`] at most).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -30,6 +41,11 @@ use uuid::Uuid;
 
 /// The channel the timeline trigger notifies (migration 0006), with the order id as payload.
 pub(crate) const CHANNEL: &str = "orders_timeline";
+
+/// How long a registration in `orders.timeline_listeners` lasts (see the module docs).
+const REGISTRATION: Duration = Duration::from_secs(60);
+/// How often a process with streams open renews its registration.
+const RENEW_EVERY: Duration = Duration::from_secs(20);
 
 /// How a feed is sized and paced.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +80,10 @@ struct Inner {
     listening: std::sync::Once,
     /// Dropped with the feed: the listener sees it go, closes its connection and ends.
     alive: watch::Sender<()>,
+    /// This process's name in `orders.timeline_listeners`.
+    listener: String,
+    /// Tells the listener the first stream opened: register now.
+    register: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug)]
@@ -98,6 +118,8 @@ impl TimelineFeed {
                 orders: Mutex::new(HashMap::new()),
                 listening: std::sync::Once::new(),
                 alive: watch::channel(()).0,
+                listener: format!("order-{}", Uuid::new_v4().simple()),
+                register: Arc::default(),
             }),
         }
     }
@@ -113,10 +135,20 @@ impl TimelineFeed {
         self.inner.listening.call_once(|| {
             let feed_gone = self.inner.alive.subscribe();
             let notifications = Notifications::shared(&self.inner.pool).subscribe(CHANNEL);
-            tokio::spawn(listen(Arc::downgrade(&self.inner), notifications, feed_gone));
+            let register = self.inner.register.clone();
+            tokio::spawn(listen(
+                Arc::downgrade(&self.inner),
+                notifications,
+                feed_gone,
+                register,
+            ));
         });
         let changed = {
             let mut orders = self.inner.orders.lock().expect("feed registry lock");
+            if orders.is_empty() {
+                // The first stream (again): the writers must start notifying.
+                self.inner.register.notify_one();
+            }
             let watched = orders.entry(order_id).or_insert_with(|| Watched {
                 changed: watch::channel(0).0,
                 subscribers: 0,
@@ -134,6 +166,28 @@ impl TimelineFeed {
 }
 
 impl Inner {
+    /// Registers (or renews) this process as one whose streams need the timeline's notifications;
+    /// clears registrations long expired. Whether it worked (a failure is logged: the streams fall
+    /// back to their safety-net reads until the next try).
+    async fn registered(&self) -> bool {
+        let done = sqlx::query(
+            "with expired as ( \
+                 delete from orders.timeline_listeners where until < now() - interval '1 hour' \
+             ) \
+             insert into orders.timeline_listeners (listener, until) \
+             values ($1, now() + make_interval(secs => $2)) \
+             on conflict (listener) do update set until = excluded.until",
+        )
+        .bind(&self.listener)
+        .bind(REGISTRATION.as_secs_f64())
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = &done {
+            tracing::warn!(%error, "registering for timeline notifications failed; streams read on their safety net");
+        }
+        done.is_ok()
+    }
+
     fn notify(&self, order_id: Uuid) {
         if let Some(watched) = self.orders.lock().expect("feed registry lock").get(&order_id) {
             watched.changed.send_modify(|n| *n += 1);
@@ -176,17 +230,36 @@ impl Drop for Subscription {
 
 /// The listener: `orders_timeline` on the process's listening connection, each notification to the
 /// streams of its order, every stream told to read when notifications may have been missed (the
-/// connection was lost and is back). Ends when the feed is gone.
+/// connection was lost and is back); and the process's registration for those notifications,
+/// made when a first stream opens and renewed while streams are open. Ends when the feed is gone.
 async fn listen(
     feed: Weak<Inner>,
     mut notifications: pizza_notify::Subscription,
     mut feed_gone: watch::Receiver<()>,
+    register: Arc<tokio::sync::Notify>,
 ) {
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = notifications.recv() => event,
             // Fails when the feed's sender is dropped: the feed is gone.
             _ = feed_gone.changed() => return,
+            () = register.notified() => {
+                let Some(feed) = feed.upgrade() else { return };
+                if feed.registered().await {
+                    // What was written before the writers saw the registration: read it now.
+                    feed.notify_all();
+                }
+                continue;
+            }
+            _ = renew.tick() => {
+                let Some(feed) = feed.upgrade() else { return };
+                if !feed.orders.lock().expect("feed registry lock").is_empty() {
+                    feed.registered().await;
+                }
+                continue;
+            }
         };
         let Some(feed) = feed.upgrade() else { return };
         match event {
@@ -267,11 +340,13 @@ mod tests {
         let feed = TimelineFeed::new(&pool, config(1));
         let mut stream = feed.subscribe(order).unwrap();
         stream.mark_seen();
-        // Wait for the listener's start (it tells every stream to read), then mark again.
+        // Wait for the listener's start (it tells every stream to read) and the process's
+        // registration (the writers notify from then on), then mark again.
         tokio::time::timeout(Duration::from_secs(30), stream.changed.changed())
             .await
             .expect("the listener starts")
             .unwrap();
+        until_registered(&pool).await;
         stream.mark_seen();
         let mut tx = pool.begin().await.unwrap();
         let change = crate::store::Change::to(crate::store::Status::Paid, "payment-captured");
@@ -285,6 +360,69 @@ mod tests {
             .await
             .expect("the commit of a timeline entry notifies the order's streams")
             .unwrap();
+    }
+
+    async fn until_registered(pool: &PgPool) {
+        let registered = || async {
+            sqlx::query_scalar::<_, bool>(
+                "select exists (select 1 from orders.timeline_listeners where until > now())",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        };
+        let started = std::time::Instant::now();
+        while !registered().await {
+            assert!(started.elapsed() < Duration::from_secs(30), "no registration");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether `listener` hears a notification within a moment.
+    async fn heard(listener: &mut sqlx::postgres::PgListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(500), listener.recv())
+            .await
+            .is_ok()
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn timeline_entries_notify_only_while_a_process_serves_event_streams(pool: PgPool) {
+        crate::store::migrate(&pool).await.unwrap();
+        let order = Uuid::now_v7();
+        sqlx::query(
+            "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id) \
+             values ($1, 'accepted', '[]', 0, '{}', 'x')",
+        )
+        .bind(order)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+        listener.listen(CHANNEL).await.unwrap();
+        let advance = |event: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                let change = crate::store::Change::to(crate::store::Status::Paid, event);
+                crate::store::advance(&mut conn, order, change).await.unwrap();
+            }
+        };
+        advance("nobody-follows").await;
+        assert!(!heard(&mut listener).await, "no stream anywhere: no notification");
+        // A process's first stream registers it, and entries notify from then on.
+        let feed = TimelineFeed::new(&pool, config(1));
+        let stream = feed.subscribe(order).unwrap();
+        until_registered(&pool).await;
+        advance("followed").await;
+        assert!(heard(&mut listener).await, "a stream is open: the entry notifies");
+        drop(stream);
+        // The registration lapses (made to here, as `REGISTRATION` would) once streams are gone.
+        sqlx::query("update orders.timeline_listeners set until = now() - interval '1 second'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        advance("nobody-follows-again").await;
+        assert!(!heard(&mut listener).await, "no stream any more: no notification");
     }
 
     #[sqlx::test(migrations = false)]

@@ -241,20 +241,26 @@ pub struct KeyHolder {
 }
 
 /// Inserts an accepted order with its first timeline entry, the digest of its request and the hash of
-/// its cancel token, unless the
-/// idempotency key was used before: then nothing is written and the order holding the key is returned
-/// as `Err`.
+/// its cancel token, in one statement, and returns the row as stored; unless the idempotency key was
+/// used before: then nothing is written and the order holding the key is returned as `Err`.
 pub async fn insert(
     conn: &mut PgConnection,
     order: NewOrder<'_>,
     request_digest: &[u8],
     cancel_token_hash: &[u8],
-) -> Result<Result<(), KeyHolder>, StoreError> {
-    let inserted = sqlx::query(
-        "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id, \
-         idempotency_key, request_digest, cancel_token_hash) \
-         values ($1, 'accepted', $2, $3, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
-    )
+) -> Result<Result<OrderRow, KeyHolder>, StoreError> {
+    let inserted: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with inserted as ( \
+             insert into orders.orders (order_id, status, items, total_cents, customer, trace_id, \
+                 idempotency_key, request_digest, cancel_token_hash) \
+             values ($1, 'accepted', $2, $3, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing \
+             returning {ORDER_COLUMNS} \
+         ), entry as ( \
+             insert into orders.timeline (order_id, seq, status, event) \
+             select order_id, 1, 'accepted', 'order-accepted' from inserted \
+         ) \
+         select {ORDER_COLUMNS} from inserted"
+    )))
     .bind(order.order_id)
     .bind(Json(order.items))
     .bind(order.total_cents as i64)
@@ -263,10 +269,9 @@ pub async fn insert(
     .bind(order.idempotency_key)
     .bind(request_digest)
     .bind(cancel_token_hash)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(inserted) = inserted else {
         let (order_id, request_digest) =
             sqlx::query_as("select order_id, request_digest from orders.orders where idempotency_key = $1")
                 .bind(order.idempotency_key)
@@ -276,14 +281,8 @@ pub async fn insert(
             order_id,
             request_digest,
         }));
-    }
-    sqlx::query(
-        "insert into orders.timeline (order_id, seq, status, event) values ($1, 1, 'accepted', 'order-accepted')",
-    )
-    .bind(order.order_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Ok(()))
+    };
+    Ok(Ok(inserted))
 }
 
 /// The timeline event of `request-delivery`: once it is there, a driver may have the pizza.

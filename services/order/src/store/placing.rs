@@ -104,21 +104,10 @@ pub async fn place(deps: Deps<'_>, order: NewOrder<'_>) -> Result<Placed, PlaceE
     let digest = request_digest(&order);
     let cancel_token = CancelToken::new()?;
     let mut tx = deps.pool.begin().await?;
-    if let Err(holder) = super::insert(&mut tx, order.clone(), &digest, &cancel_token.hash()).await? {
-        tx.rollback().await?;
-        let row = super::find(deps.pool, holder.order_id)
-            .await?
-            .ok_or(PlaceError::Vanished(holder.order_id))?;
-        let same = match &holder.request_digest {
-            Some(stored) => stored.as_slice() == digest.as_slice(),
-            // Placed before digests were kept: the items are all there is to compare.
-            None => row.items.0 == order.items,
-        };
-        if !same {
-            return Err(PlaceError::KeyReused);
-        }
-        return Ok(Placed::Repeated(row));
-    }
+    let mut row = match super::insert(&mut tx, order.clone(), &digest, &cancel_token.hash()).await? {
+        Ok(row) => row,
+        Err(holder) => return repeated(deps, tx, &order, &digest, holder).await,
+    };
     let input = FulfillmentInput {
         order_id,
         items: order.items.to_vec(),
@@ -146,14 +135,38 @@ pub async fn place(deps: Deps<'_>, order: NewOrder<'_>) -> Result<Placed, PlaceE
         .enqueue_to(&mut tx, deps.orders_events_topic, &placed)
         .await?;
     tx.commit().await?;
-    let row = super::find(deps.pool, order_id)
-        .await?
-        .ok_or(PlaceError::Vanished(order_id))?;
+    // The row as inserted, with the run it now has: no read after the commit.
+    row.run_id = Some(run_id);
+    deps.outbox.announce(deps.pool);
     Ok(Placed::New {
         order: row,
         run_id,
         cancel_token,
     })
+}
+
+/// The `Idempotency-Key` of `order` is held by an earlier order: that order, if it was placed for the
+/// same request.
+async fn repeated(
+    deps: Deps<'_>,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    order: &NewOrder<'_>,
+    digest: &[u8; 32],
+    holder: super::KeyHolder,
+) -> Result<Placed, PlaceError> {
+    tx.rollback().await?;
+    let row = super::find(deps.pool, holder.order_id)
+        .await?
+        .ok_or(PlaceError::Vanished(holder.order_id))?;
+    let same = match &holder.request_digest {
+        Some(stored) => stored.as_slice() == digest.as_slice(),
+        // Placed before digests were kept: the items are all there is to compare.
+        None => row.items.0 == order.items,
+    };
+    if !same {
+        return Err(PlaceError::KeyReused);
+    }
+    Ok(Placed::Repeated(row))
 }
 
 /// The capability to cancel one order: 32 random bytes, URL-safe base64 on the wire.
