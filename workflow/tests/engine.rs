@@ -906,32 +906,54 @@ async fn a_quick_steps_row_is_on_record_before_the_next_step_and_rides_with_the_
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_writes_once(pool: PgPool) {
+async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_writes_once_and_runs_its_after_commit(
+    pool: PgPool,
+) {
     migrated(&pool).await;
     sqlx::query("create table effects (attempt int not null)")
         .execute(&pool)
         .await
         .unwrap();
-    let workflows = Workflows::new().register("ledger", |ctx, _: ()| async move {
-        let attempt: u32 = ctx
-            .run_tx("write", fast_retries(3), |step, tx| async move {
-                let failed = |e: sqlx::Error| StepError::retryable("database", e.to_string());
-                let mut tx = tx.transaction().await.map_err(failed)?;
-                sqlx::query("insert into effects (attempt) values ($1)")
-                    .bind(step.attempt as i32)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(failed)?;
-                if step.attempt == 1 {
-                    return Err(StepError::retryable(
-                        "flaky",
-                        "the first attempt fails after its write",
-                    ));
-                }
-                Ok(step.attempt)
-            })
-            .await?;
-        Ok::<_, WorkflowError>(attempt)
+    // What each attempt's after-commit saw: its attempt, and its own write in the table.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(u32, i64)>();
+    let checker = pool.clone();
+    let workflows = Workflows::new().register("ledger", move |ctx, _: ()| {
+        let (seen_tx, checker) = (seen_tx.clone(), checker.clone());
+        async move {
+            let attempt: u32 = ctx
+                .run_tx("write", fast_retries(3), |step, tx| async move {
+                    let failed = |e: sqlx::Error| StepError::retryable("database", e.to_string());
+                    let mut db = tx.transaction().await.map_err(failed)?;
+                    sqlx::query("insert into effects (attempt) values ($1)")
+                        .bind(step.attempt as i32)
+                        .execute(&mut **db)
+                        .await
+                        .map_err(failed)?;
+                    let attempt = step.attempt;
+                    tx.after_commit(move || {
+                        // Another connection looks at once: the commit is done, the write visible.
+                        tokio::spawn(async move {
+                            let visible = sqlx::query_scalar::<_, i64>(
+                                "select count(*) from effects where attempt = $1",
+                            )
+                            .bind(attempt as i32)
+                            .fetch_one(&checker)
+                            .await
+                            .unwrap_or(-1);
+                            let _ = seen_tx.send((attempt, visible));
+                        });
+                    });
+                    if step.attempt == 1 {
+                        return Err(StepError::retryable(
+                            "flaky",
+                            "the first attempt fails after its write",
+                        ));
+                    }
+                    Ok(step.attempt)
+                })
+                .await?;
+            Ok::<_, WorkflowError>(attempt)
+        }
     });
     let engine = Engine::builder(pool.clone()).build();
     let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
@@ -947,6 +969,16 @@ async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_write
         .await
         .unwrap();
     assert_eq!(written, vec![2], "the failed attempt's write was rolled back");
+    let mut after = vec![tokio::time::timeout(WAIT, seen.recv()).await.unwrap().unwrap()];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(call) = seen.try_recv() {
+        after.push(call);
+    }
+    assert_eq!(
+        after,
+        vec![(2, 1)],
+        "after the commit of the attempt that committed only, its write visible to another connection"
+    );
     let statuses: Vec<AttemptStatus> = engine
         .history(run)
         .await
