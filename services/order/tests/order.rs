@@ -836,6 +836,66 @@ async fn showing_an_order_reads_it_and_its_timeline_in_one_statement(pool: PgPoo
     Ok(())
 }
 
+#[sqlx::test(migrations = false)]
+async fn a_change_is_one_statement_and_one_that_waited_for_the_lock_numbers_its_entry_after_the_holders(
+    pool: PgPool,
+) -> anyhow::Result<()> {
+    use pizza_order::store::{Change, Status, advance};
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&pool)
+        .await?;
+    let router = api_only(&pool).await?.router()?;
+    let order = place_through(&router).await?;
+    // One change holds the order's row (uncommitted), a second waits for it.
+    let mut holder = pool.begin().await?;
+    advance(&mut holder, order, Change::to(Status::Paid, "payment-captured")).await?;
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            advance(
+                &mut conn,
+                order,
+                Change::to(Status::InPreparation, "order-in-preparation"),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the second change waits for the row");
+    holder.commit().await?;
+    let waited = waiter.await??.context("the order exists")?;
+    assert_eq!(
+        (waited.before, waited.after),
+        (Status::Paid, Status::InPreparation)
+    );
+    let entries: Vec<(i32, String)> =
+        sqlx::query_as("select seq, event from orders.timeline where order_id = $1 order by seq")
+            .bind(order)
+            .fetch_all(&pool)
+            .await?;
+    let entries: Vec<(i32, &str)> = entries.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    assert_eq!(
+        entries,
+        [
+            (1, "order-accepted"),
+            (2, "payment-captured"),
+            (3, "order-in-preparation")
+        ]
+    );
+    // Each change was one statement: no separate read of the row under its lock.
+    let locks: i64 = sqlx::query_scalar(
+        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and query ilike 'select o.status%for update'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(locks, 0, "a change read the row on its own first");
+    Ok(())
+}
+
 // ---- load limits and the event stream -----------------------------------------------------------------
 
 /// Places the default order through `router` and returns its id.

@@ -522,47 +522,58 @@ pub async fn advance(
     order_id: Uuid,
     change: Change<'_>,
 ) -> Result<Option<Advanced>, StoreError> {
-    // Two round trips: the row lock with what decides (the status, and for a `once` change whether
-    // the timeline holds its event already), then the status and the timeline entry in one statement.
-    // The status machine stays in Rust (`Status::advance`), not copied into SQL.
+    // One round trip: the row lock with what decides (the status, and for a `once` change whether
+    // the timeline holds its event already), the status and the timeline entry. The status machine
+    // stays in Rust (`Status::advance`): the statement gets its answer for every status the order
+    // could be in, and picks the one for the status it finds under the lock. The entry's number is
+    // the row's `timeline_seq`, moved by the update: a `max(seq)` would be read in the statement's
+    // snapshot, taken before the lock was granted, and miss an entry committed while it waited.
+    let next = |s: Status| s.advance(change.next);
+    let from: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    let to: Vec<&str> = Status::ALL.iter().map(|&s| next(s).as_str()).collect();
+    let why: Vec<Option<&str>> = Status::ALL
+        .iter()
+        .map(|&s| change.reason.filter(|_| next(s).is_final() && !s.is_final()))
+        .collect();
+    let ended: Vec<bool> = Status::ALL.iter().map(|s| s.is_terminal()).collect();
     let current: Option<(String, bool, Option<Uuid>)> = sqlx::query_as(
-        "select o.status, $2::text is not null and exists \
-             (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2), o.run_id \
-         from orders.orders o where o.order_id = $1 for update",
+        "with cur as ( \
+             select o.order_id, o.status, o.run_id, array_position($5::text[], o.status) as i, \
+                 $2::text is not null and exists \
+                     (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2) as seen \
+             from orders.orders o where o.order_id = $1 for update \
+         ), changed as ( \
+             update orders.orders o set status = ($6::text[])[c.i], \
+                 reason = coalesce(($7::text[])[c.i], o.reason), updated_at = now(), \
+                 timeline_seq = o.timeline_seq + 1 \
+             from cur c \
+             where o.order_id = c.order_id and c.i is not null and not c.seen and not ($8::bool[])[c.i] \
+             returning o.order_id, o.status, o.timeline_seq \
+         ), entry as ( \
+             insert into orders.timeline (order_id, seq, status, event, progress_percent) \
+             select order_id, timeline_seq, status, $3, $4 from changed \
+         ) \
+         select status, seen, run_id from cur",
     )
     .bind(order_id)
     .bind(change.once.then_some(change.event))
+    .bind(change.event)
+    .bind(change.progress_percent.map(i16::from))
+    .bind(&from)
+    .bind(&to)
+    .bind(&why)
+    .bind(&ended)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((current, seen, run_id)) = current else {
         return Ok(None);
     };
     let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
-    if before.is_terminal() || seen {
-        return Ok(Some(Advanced {
-            before,
-            after: before,
-            run_id,
-        }));
-    }
-    let after = before.advance(change.next);
-    sqlx::query(
-        "with changed as ( \
-             update orders.orders set status = $2, reason = coalesce($3, reason), updated_at = now() \
-             where order_id = $1 returning order_id \
-         ) \
-         insert into orders.timeline (order_id, seq, status, event, progress_percent) \
-         select c.order_id, coalesce((select max(seq) from orders.timeline where order_id = $1), 0) + 1, \
-             $2, $4, $5 \
-         from changed c",
-    )
-    .bind(order_id)
-    .bind(after.as_str())
-    .bind(change.reason.filter(|_| after.is_final() && !before.is_final()))
-    .bind(change.event)
-    .bind(change.progress_percent.map(i16::from))
-    .execute(&mut *conn)
-    .await?;
+    let after = if before.is_terminal() || seen {
+        before
+    } else {
+        next(before)
+    };
     Ok(Some(Advanced {
         before,
         after,
