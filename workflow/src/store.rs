@@ -84,9 +84,11 @@ pub(crate) struct ClaimedRun {
     pub labels: Labels,
     pub due_at: OffsetDateTime,
     pub lease_expired: bool,
-    /// The names of the signals in the run's mailbox that no wait has taken, oldest first, as the
-    /// claim saw them: a hint that spares a wait its read of the mailbox (see `WorkflowContext::
-    /// wait_for_signal`). A signal sent after the claim's snapshot is not in it; the park finds it.
+    /// The names of the signals in the run's mailbox that no wait has taken, as the claim saw them
+    /// (in no particular order: a wait asks only whether its name is there, and an order would cost
+    /// the claim connection, which may not sort, a walk of the whole mailbox table in id order): a
+    /// hint that spares a wait its read of the mailbox (see `WorkflowContext::wait_for_signal`). A
+    /// signal sent after the claim's snapshot is not in it; the park finds it.
     pub mailbox: Vec<String>,
     /// The run's recorded attempts, read with the claim; `None` for a takeover, whose history the
     /// execution reads afresh.
@@ -187,7 +189,7 @@ const CLAIM: &str = "with next as ( \
              r.deadline_at, r.cancel_requested_at is not null as cancel_requested, r.interrupt_kind, \
              r.interrupt_step, r.labels, next.available_at as due_at, next.status as previous_status, \
              array(select s.signal_name from workflow.signals s \
-                   where s.run_id = r.id and s.consumed_by_step is null order by s.id) as mailbox \
+                   where s.run_id = r.id and s.consumed_by_step is null) as mailbox \
      ), due as ( \
          select case when (select count(*) from claimed) < $5 then \
              extract(epoch from least( \
@@ -1295,6 +1297,10 @@ mod tests {
             "and neither reads all of them nor sorts them:\n{plan}"
         );
         assert!(!whole.contains("JIT"), "and is not compiled first:\n{whole}");
+        assert!(
+            whole.contains("using signals_mailbox on signals") && !whole.contains("signals_pkey"),
+            "each claimed run's mailbox is read along its run's entries, not the whole table's:\n{whole}"
+        );
         let oldest: Vec<Uuid> =
             sqlx::query_scalar("select id from workflow.runs order by available_at limit 3")
                 .fetch_all(&pool)
