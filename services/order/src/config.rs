@@ -53,6 +53,12 @@ pub struct Config {
     /// killed order process's runs are taken over by another worker after at most this long.
     #[arg(long, env = "PIZZA_WORKFLOW_LEASE_SECONDS", default_value_t = 10.0, value_parser = parse_scale)]
     pub workflow_lease_seconds: f64,
+    /// How long an idle workflow worker waits at most before it looks for due runs anyway, in
+    /// seconds (not scaled). A safety net: this process's starts, signals, child ends and timers wake
+    /// its workers at once; the net is how another replica's worker finds a run this one made due,
+    /// and how a wake lost with a crash is recovered.
+    #[arg(long, env = "PIZZA_WORKFLOW_POLL_SECONDS", default_value_t = 5.0, value_parser = parse_timeout_seconds)]
+    pub workflow_poll_seconds: f64,
     /// How long the order waits for the kitchen to report it ready, before scaling, in seconds.
     #[arg(long, env = "PIZZA_ORDER_KITCHEN_TIMEOUT_SECONDS", default_value_t = 120.0, value_parser = parse_timeout_seconds)]
     pub kitchen_timeout_seconds: f64,
@@ -107,6 +113,11 @@ impl Config {
     /// The workers' lease.
     pub fn lease(&self) -> Duration {
         Duration::from_secs_f64(self.workflow_lease_seconds)
+    }
+
+    /// The workers' safety-net poll.
+    pub fn worker_poll(&self) -> Duration {
+        Duration::from_secs_f64(self.workflow_poll_seconds)
     }
 }
 

@@ -7,6 +7,9 @@
 //! once. The signal is sent from inside the `process` span, so in `continuous` it joins the order's
 //! trace, and the workflow's wait links to it in both topologies.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pizza_contracts::events::{DataError, DeliveryEvent, EventData, KitchenEvent};
 use pizza_messaging::{Envelope, Handler, HandlerError};
 use pizza_workflow::Engine;
@@ -76,7 +79,20 @@ impl EventData for Inbound {
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// The workflow engine, for signals.
-    pub engine: Engine,
+    engine: Engine,
+    /// Whether a transaction since the last commit signalled a run: only then does the commit wake
+    /// the workers (most events only move the status, and a wake makes an idle worker claim).
+    signalled: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// The handler, signalling runs of `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            signalled: Arc::default(),
+        }
+    }
 }
 
 impl Handler for Progress {
@@ -166,7 +182,10 @@ impl Handler for Progress {
         // In the consumer's transaction: the status change, the inbox entry and the signal commit
         // together, once.
         match self.engine.signal_in(tx, run_id, name, &report, Some(&key)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.signalled.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             // The order's workflow ended (a timeout won the race): the event is late, not wrong.
             Err(pizza_workflow::Error::RunFinished(_)) => {
                 tracing::info!(%order_id, event_type, "late event for an ended workflow");
@@ -182,7 +201,10 @@ impl Handler for Progress {
     /// The signals of the committed transaction make their runs due: this process's workers take
     /// them at once (the engine sends no `NOTIFY`; see `EngineBuilder::wakes`).
     fn committed(&self) {
-        self.engine.wake();
+        // A flag left by a transaction that rolled back costs one empty claim, nothing more.
+        if self.signalled.swap(false, Ordering::Relaxed) {
+            self.engine.wake();
+        }
     }
 }
 

@@ -157,9 +157,7 @@ impl Service for OrderService {
                 self.config.kitchen_events_topic.clone(),
                 self.config.delivery_events_topic.clone(),
             ],
-            handler: events::Progress {
-                engine: self.engine.clone(),
-            },
+            handler: events::Progress::new(self.engine.clone()),
         }
     }
 
@@ -181,8 +179,9 @@ impl Service for OrderService {
                 },
                 lease: self.config.lease(),
                 concurrency: self.config.workflow_concurrency as usize,
-                // The engine's own safety net: new runs, signals and ends wake the worker by
-                // NOTIFY, and it sleeps only until the next timer or lease falls due.
+                // The safety net: this process's starts, signals and child ends wake the worker in
+                // memory, and it sleeps only until the next timer or lease falls due.
+                poll_interval: self.config.worker_poll(),
                 ..WorkerConfig::default()
             },
         );

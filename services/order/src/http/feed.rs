@@ -327,16 +327,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn a_timeline_entry_committed_anywhere_notifies_its_order(pool: PgPool) {
-        crate::store::migrate(&pool).await.unwrap();
-        let order = Uuid::now_v7();
-        sqlx::query(
-            "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id) \
-             values ($1, 'accepted', '[]', 0, '{}', 'x')",
-        )
-        .bind(order)
-        .execute(&pool)
-        .await
-        .unwrap();
+        let order = migrated_with_an_order(&pool).await;
         let feed = TimelineFeed::new(&pool, config(1));
         let mut stream = feed.subscribe(order).unwrap();
         stream.mark_seen();
@@ -360,6 +351,21 @@ mod tests {
             .await
             .expect("the commit of a timeline entry notifies the order's streams")
             .unwrap();
+    }
+
+    /// Migrates the order service's schema and inserts one bare order; returns its id.
+    async fn migrated_with_an_order(pool: &PgPool) -> Uuid {
+        crate::store::migrate(pool).await.unwrap();
+        let order = Uuid::now_v7();
+        sqlx::query(
+            "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id) \
+             values ($1, 'accepted', '[]', 0, '{}', 'x')",
+        )
+        .bind(order)
+        .execute(pool)
+        .await
+        .unwrap();
+        order
     }
 
     async fn until_registered(pool: &PgPool) {
@@ -387,16 +393,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn timeline_entries_notify_only_while_a_process_serves_event_streams(pool: PgPool) {
-        crate::store::migrate(&pool).await.unwrap();
-        let order = Uuid::now_v7();
-        sqlx::query(
-            "insert into orders.orders (order_id, status, items, total_cents, customer, trace_id) \
-             values ($1, 'accepted', '[]', 0, '{}', 'x')",
-        )
-        .bind(order)
-        .execute(&pool)
-        .await
-        .unwrap();
+        let order = migrated_with_an_order(&pool).await;
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
         listener.listen(CHANNEL).await.unwrap();
         let advance = |event: &'static str| {
