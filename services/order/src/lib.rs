@@ -182,7 +182,6 @@ impl Service for OrderService {
                 // The safety net: this process's starts, signals and child ends wake the worker in
                 // memory, and it sleeps only until the next timer or lease falls due.
                 poll_interval: self.config.worker_poll(),
-                ..WorkerConfig::default()
             },
         );
         let (stop_worker, stop_reconciler) = stop.split();
