@@ -412,7 +412,11 @@ mod tests {
         until_registered(&pool).await;
         advance("followed").await;
         assert!(heard(&mut listener).await, "a stream is open: the entry notifies");
+        // The process stops serving streams: its listener ends, and a registration it may have had
+        // in flight (the first renewal and the first stream's both run at its start) commits.
         drop(stream);
+        drop(feed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
         // The registration lapses (made to here, as `REGISTRATION` would) once streams are gone.
         sqlx::query("update orders.timeline_listeners set until = now() - interval '1 second'")
             .execute(&pool)
