@@ -80,11 +80,9 @@ impl Stack {
         let mut ports = BTreeMap::new();
         let mut env = Vec::new();
         for (name, var) in PORT_VARS {
-            // A port the kernel just handed out and nobody holds: free when compose binds it.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port on 127.0.0.1")
-                .port();
+            // Free now and outside the kernel's ephemeral range, so no client's connection takes it
+            // before compose binds it.
+            let port = pizza_testkit::ports::free_port().expect("a free port on 127.0.0.1");
             ports.insert(*name, port);
             env.push(((*var).to_owned(), port.to_string()));
         }

@@ -9,7 +9,7 @@
 //! Dropping it stops the broker. The run directory is removed unless the test is failing, so the
 //! broker's log is there to read.
 
-use std::net::TcpListener;
+use crate::ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,11 +43,6 @@ pub enum BrokerError {
     /// The script could not be run in the background.
     #[error("the infra.sh task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-fn free_port() -> std::io::Result<u16> {
-    // The port is free when we look; the broker binds it moments later. Good enough on a test box.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl PrivateBroker {

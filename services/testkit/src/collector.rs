@@ -9,8 +9,8 @@
 //!
 //! Dropping it stops the Collector.
 
+use crate::ports::free_port;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -61,11 +61,6 @@ pub struct CollectorSpans {
     /// Spans refused or dropped: refused by the receiver or a processor (memory limit), failed to
     /// enqueue (queue full) or failed to send after every retry.
     pub dropped: u64,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    // The port is free when we look; the Collector binds it moments later. Good enough on a test box.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The Collector binary of the native stack.

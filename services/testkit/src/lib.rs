@@ -28,6 +28,7 @@ pub mod broker;
 pub mod collector;
 pub mod conventions;
 pub mod kafka;
+pub mod ports;
 pub mod records;
 pub mod shop;
 pub mod stack;

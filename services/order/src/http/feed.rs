@@ -238,7 +238,8 @@ async fn listen(
     mut feed_gone: watch::Receiver<()>,
     register: Arc<tokio::sync::Notify>,
 ) {
-    let mut renew = tokio::time::interval(RENEW_EVERY);
+    // The first stream's request registers at once; renewals start one period later.
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
@@ -328,17 +329,9 @@ mod tests {
     #[sqlx::test(migrations = false)]
     async fn a_timeline_entry_committed_anywhere_notifies_its_order(pool: PgPool) {
         let order = migrated_with_an_order(&pool).await;
-        let feed = TimelineFeed::new(&pool, config(1));
+        let feed = TimelineFeed::new(&pool, config(2));
         let mut stream = feed.subscribe(order).unwrap();
-        stream.mark_seen();
-        // Wait for the listener's start (it tells every stream to read) and the process's
-        // registration (the writers notify from then on), then mark again.
-        tokio::time::timeout(Duration::from_secs(30), stream.changed.changed())
-            .await
-            .expect("the listener starts")
-            .unwrap();
-        until_registered(&pool).await;
-        stream.mark_seen();
+        settled(&pool, &feed, &mut stream).await;
         let mut tx = pool.begin().await.unwrap();
         let change = crate::store::Change::to(crate::store::Status::Paid, "payment-captured");
         crate::store::advance(&mut tx, order, change).await.unwrap();
@@ -381,6 +374,41 @@ mod tests {
         while !registered().await {
             assert!(started.elapsed() < Duration::from_secs(30), "no registration");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the feed's start is behind `stream`, then marks it seen: the listener listens
+    /// (the `Missed` it says then was handled) and the process's registration committed and told
+    /// every stream to read. From then on only a notification of its order wakes `stream`.
+    ///
+    /// A probe stream of another order tells: when a notification of the probe's order wakes the
+    /// probe but not `stream`, neither start event can still be pending (the listening one comes
+    /// before any notification; the registration's query had committed, and the listener handles
+    /// nothing else until it told the streams).
+    async fn settled(pool: &PgPool, feed: &TimelineFeed, stream: &mut Subscription) {
+        until_registered(pool).await;
+        let probe_order = Uuid::now_v7();
+        let mut probe = feed.subscribe(probe_order).unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the feed never settled"
+            );
+            stream.mark_seen();
+            probe.mark_seen();
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(probe_order.to_string())
+                .execute(pool)
+                .await
+                .unwrap();
+            let probe_woke = tokio::time::timeout(Duration::from_secs(1), probe.changed.changed())
+                .await
+                .is_ok();
+            if probe_woke && !stream.changed.has_changed().unwrap() {
+                return;
+            }
         }
     }
 

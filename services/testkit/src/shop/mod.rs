@@ -63,10 +63,10 @@
 mod binaries;
 pub mod options;
 
+use crate::ports::free_port;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -581,11 +581,6 @@ impl FreshDatabase {
         admin.close().await;
         Ok(())
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    // Free when we look; the service binds it moments later. Good enough on a test machine.
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The last `lines` lines of a file, for error messages.
