@@ -62,6 +62,20 @@
 //! [`Consumer::run`] returns with [`ConsumerStats::fatal`] set, and the service starts a new
 //! consumer under the same name (as after a crash), which resumes from the committed offsets.
 //!
+//! # Stalled membership
+//! Once seen in CI: the broker came back from an outage, and a consumer whose group session had
+//! expired meanwhile logged "Consumer group session timed out ... revoking assignment and rejoining
+//! group" and never consumed again, while its service looked healthy and its partitions went
+//! unread. Whatever state librdkafka's group handler is stuck in, a new client gets out of it (as
+//! after a fatal error). So the consumer watches its membership in librdkafka's statistics (every
+//! 10 s): when they have not shown it a steady member of its group (`up`, join state `steady`,
+//! however many partitions it holds, none included) for [`ConsumerConfig::stall_after`],
+//! [`Consumer::run`] returns with [`ConsumerStats::stalled`] set, and the service starts a new
+//! consumer under the same name, which resumes from the committed offsets. A broker outage longer
+//! than that restarts the consumer too, which costs nothing: the new one waits for the broker as
+//! the old one did. Without statistics (`statistics.interval.ms=0` in the caller's settings) there
+//! is no watch.
+//!
 //! # Batches
 //! Records the client has already fetched are taken together, up to [`ConsumerConfig::max_batch`]
 //! (never waiting for more), and applied in one transaction: one statement claims all their event
@@ -79,6 +93,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -103,7 +118,7 @@ use crate::cloudevents::{Envelope, peek_id};
 use crate::dead_letter::{DeadLetter, Parking};
 use crate::faults::{self, SharedFaultHooks};
 use crate::inbox::{Inbox, Origin};
-use crate::kafka::{KafkaContext, consumer_config, dead_letter_producer_config};
+use crate::kafka::{GroupWatch, KafkaContext, consumer_config, dead_letter_producer_config};
 use crate::metrics::ConsumerMetrics;
 use crate::relay::kafka_error_type;
 use crate::schema::Schema;
@@ -205,6 +220,10 @@ pub struct ConsumerConfig {
     /// With it, a replica restarted after a crash takes its partitions back at once instead of
     /// waiting for the broker to expire the dead member's session; `None` joins as a dynamic member.
     pub instance_id: Option<String>,
+    /// How long the consumer may go without being a steady member of its group before it ends its
+    /// run as stalled (see the module docs). Longer than a rebalance that waits out a dead dynamic
+    /// member's session (45 s).
+    pub stall_after: Duration,
     /// Fault injection: stop like a crashed process right after the first effect commits, before
     /// its offset is stored. The record is delivered again to whoever consumes the partition next,
     /// and the inbox must absorb it. Off in production.
@@ -227,6 +246,7 @@ impl ConsumerConfig {
             dead_letter_attempts: 3,
             max_batch: 64,
             instance_id: None,
+            stall_after: Duration::from_secs(60),
             crash_before_storing_offset: false,
             faults: None,
         }
@@ -264,6 +284,9 @@ pub struct ConsumerStats {
     /// Whether the consumer stopped because librdkafka reported a fatal error (the client cannot go
     /// on; see the module docs): offsets stored since the last commit are delivered again.
     pub fatal: bool,
+    /// Whether the consumer stopped because it had not been a steady member of its group for
+    /// [`ConsumerConfig::stall_after`] (see the module docs): as after a fatal error.
+    pub stalled: bool,
 }
 
 /// How one record ended (`pizza.outcome`).
@@ -335,6 +358,8 @@ pub struct Consumer<H: Handler> {
     handler: H,
     metrics: ConsumerMetrics,
     stats: ConsumerStats,
+    /// The membership the client's statistics report; `None` without statistics.
+    group_watch: Option<Arc<GroupWatch>>,
 }
 
 impl<H: Handler> std::fmt::Debug for Consumer<H> {
@@ -372,20 +397,22 @@ impl<H: Handler> Consumer<H> {
             return Err(ConsumerError::Config("instance_id must not be empty"));
         }
         let metrics = ConsumerMetrics::new();
-        let consumer: StreamConsumer<KafkaContext> =
-            consumer_config(kafka, &config.group_id, config.instance_id.as_deref()).create_with_context(
-                KafkaContext {
-                    role: "consumer",
-                    group: Some(config.group_id.clone()),
-                    lag: Some(metrics.lag.clone()),
-                },
-            )?;
+        let settings = consumer_config(kafka, &config.group_id, config.instance_id.as_deref());
+        let group_watch =
+            (settings.get("statistics.interval.ms") != Some("0")).then(|| Arc::new(GroupWatch::new()));
+        let consumer: StreamConsumer<KafkaContext> = settings.create_with_context(KafkaContext {
+            role: "consumer",
+            group: Some(config.group_id.clone()),
+            lag: Some(metrics.lag.clone()),
+            group_watch: group_watch.clone(),
+        })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let dead_letters = dead_letter_producer_config(kafka).create_with_context(KafkaContext {
             role: "dead-letter",
             group: None,
             lag: None,
+            group_watch: None,
         })?;
         Ok(Self {
             pool,
@@ -397,6 +424,7 @@ impl<H: Handler> Consumer<H> {
             handler,
             metrics,
             stats: ConsumerStats::default(),
+            group_watch,
         })
     }
 
@@ -406,11 +434,22 @@ impl<H: Handler> Consumer<H> {
     /// module docs).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ConsumerStats {
         let mut shutdown = pin!(shutdown);
+        // A few looks per `stall_after`, so a stall ends the run soon after the bound.
+        let mut stall_check =
+            tokio::time::interval((self.config.stall_after / 6).max(Duration::from_millis(100)));
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'records: loop {
             let received = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 received = self.consumer.recv() => received.map(|m| m.detach()),
+                _ = stall_check.tick(), if self.group_watch.is_some() => {
+                    if self.stalled() {
+                        self.stats.stalled = true;
+                        return self.abandon().await;
+                    }
+                    continue;
+                }
             };
             let first = match received {
                 Ok(message) => message,
@@ -424,9 +463,7 @@ impl<H: Handler> Consumer<H> {
                         "fatal kafka consumer error; this consumer ends and a new one takes its place"
                     );
                     self.stats.fatal = true;
-                    let (consumer, dead_letters) = (self.consumer, self.dead_letters);
-                    let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
-                    return self.stats;
+                    return self.abandon().await;
                 }
                 Err(error) => {
                     // Broker trouble surfaces here too; librdkafka reconnects by itself.
@@ -474,13 +511,7 @@ impl<H: Handler> Consumer<H> {
                         )
                     });
                     self.stats.crashed = true;
-                    // A crash commits nothing more: close the client without the final commit (only
-                    // offsets stored before this record can be committed; see the module docs).
-                    // Closing blocks on the broker, and dropping the producer waits for its queue:
-                    // off the runtime.
-                    let (consumer, dead_letters) = (self.consumer, self.dead_letters);
-                    let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
-                    return self.stats;
+                    return self.abandon().await;
                 }
                 self.store_offset(&job.message);
             }
@@ -488,6 +519,38 @@ impl<H: Handler> Consumer<H> {
         let stats = self.stats;
         self.commit_and_close().await;
         stats
+    }
+
+    /// Ends the run without the final commit of a clean stop, for a new consumer to take over: after
+    /// a crash (only offsets stored before the crashed record can be committed; see the module
+    /// docs), a fatal error or a stall. Closing blocks on the broker, and dropping the producer
+    /// waits for its queue: off the runtime. Returns once the client is gone, so the new one never
+    /// meets it in the group under the same instance id.
+    async fn abandon(self) -> ConsumerStats {
+        let stats = self.stats;
+        let (consumer, dead_letters) = (self.consumer, self.dead_letters);
+        let _ = tokio::task::spawn_blocking(move || drop((consumer, dead_letters))).await;
+        stats
+    }
+
+    /// Whether the statistics have not shown this consumer a steady member of its group for
+    /// [`ConsumerConfig::stall_after`] (see the module docs); logs it if so.
+    fn stalled(&self) -> bool {
+        let Some(watch) = &self.group_watch else {
+            return false;
+        };
+        let Some((unsteady, state, join_state)) = watch.unsteady_beyond(self.config.stall_after) else {
+            return false;
+        };
+        tracing::error!(
+            group = %self.config.group_id,
+            unsteady_seconds = unsteady.as_secs(),
+            state,
+            join_state,
+            "the kafka consumer has not been a steady member of its group for too long; this consumer \
+             ends and a new one takes its place"
+        );
+        true
     }
 
     /// `first` and the records already fetched behind it, up to [`ConsumerConfig::max_batch`]:

@@ -75,14 +75,69 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str, instance_id: Option<
     if config.get("auto.offset.reset").is_none() {
         config.set("auto.offset.reset", "earliest");
     }
-    // Statistics feed the consumer-lag gauge.
+    // Statistics feed the consumer-lag gauge and the stall watch.
     if config.get("statistics.interval.ms").is_none() {
         config.set("statistics.interval.ms", "10000");
     }
     config
 }
 
-/// Routes librdkafka's logs and errors to `tracing`, and its statistics to the consumer-lag gauge.
+/// What a consumer's statistics last said of its membership in its group, for the stall watch of
+/// [`Consumer::run`](crate::Consumer::run) (see the consumer's module docs, "Stalled membership").
+#[derive(Debug)]
+pub(crate) struct GroupWatch {
+    state: std::sync::Mutex<GroupState>,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    /// When the statistics last showed the consumer a steady member (or when it was created).
+    steady_at: std::time::Instant,
+    /// The group handler's state and join state in the last statistics (`up` and `steady` when
+    /// the member is in the group with its assignment, however many partitions that is).
+    state: String,
+    join_state: String,
+}
+
+impl GroupWatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new(GroupState {
+                steady_at: std::time::Instant::now(),
+                state: "init".into(),
+                join_state: "init".into(),
+            }),
+        }
+    }
+
+    fn observe(&self, state: &str, join_state: &str) {
+        let mut last = self.state.lock().expect("group watch lock");
+        if is_steady(state, join_state) {
+            last.steady_at = std::time::Instant::now();
+        }
+        state.clone_into(&mut last.state);
+        join_state.clone_into(&mut last.join_state);
+    }
+
+    /// How long the consumer has not been a steady member, with its last states, if longer than
+    /// `limit`.
+    pub(crate) fn unsteady_beyond(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<(std::time::Duration, String, String)> {
+        let last = self.state.lock().expect("group watch lock");
+        let unsteady = last.steady_at.elapsed();
+        (unsteady > limit).then(|| (unsteady, last.state.clone(), last.join_state.clone()))
+    }
+}
+
+/// Whether librdkafka's group handler is in the group with its assignment settled.
+fn is_steady(state: &str, join_state: &str) -> bool {
+    state == "up" && join_state == "steady"
+}
+
+/// Routes librdkafka's logs and errors to `tracing`, and its statistics to the consumer-lag gauge
+/// and the consumer's group watch.
 ///
 /// librdkafka reports every failed connection while a broker is down; those are WARN, not ERROR,
 /// because the client retries by itself and no operator action is needed until the backlog says so.
@@ -93,6 +148,8 @@ pub(crate) struct KafkaContext {
     pub(crate) group: Option<String>,
     /// `pizza.consumer.lag`, when this is a consumer.
     pub(crate) lag: Option<Gauge<i64>>,
+    /// The membership the statistics report, when this is a consumer.
+    pub(crate) group_watch: Option<std::sync::Arc<GroupWatch>>,
 }
 
 impl ClientContext for KafkaContext {
@@ -122,6 +179,9 @@ impl ClientContext for KafkaContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        if let (Some(watch), Some(cgrp)) = (&self.group_watch, &statistics.cgrp) {
+            watch.observe(&cgrp.state, &cgrp.join_state);
+        }
         let (Some(lag), Some(group)) = (&self.lag, &self.group) else {
             return;
         };
@@ -154,6 +214,31 @@ mod tests {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", "127.0.0.1:1");
         c
+    }
+
+    #[test]
+    fn the_group_watch_counts_from_the_last_statistics_that_showed_a_steady_member() {
+        let limit = std::time::Duration::from_millis(10);
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(30));
+        let watch = GroupWatch::new();
+        pause();
+        assert!(
+            watch.unsteady_beyond(limit).is_some(),
+            "never steady since it was created"
+        );
+        watch.observe("up", "steady");
+        assert!(watch.unsteady_beyond(limit).is_none(), "steady just now");
+        // The coordinator is lost: the join state alone does not make it steady.
+        watch.observe("wait-coord", "steady");
+        pause();
+        let (unsteady, state, join_state) = watch.unsteady_beyond(limit).expect("unsteady");
+        assert!(unsteady >= std::time::Duration::from_millis(30), "{unsteady:?}");
+        assert_eq!((state.as_str(), join_state.as_str()), ("wait-coord", "steady"));
+        // In the group but rejoining: not steady either.
+        watch.observe("up", "wait-join");
+        assert!(watch.unsteady_beyond(limit).is_some());
+        watch.observe("up", "steady");
+        assert!(watch.unsteady_beyond(limit).is_none());
     }
 
     #[test]

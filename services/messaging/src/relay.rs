@@ -419,6 +419,7 @@ fn create_producer(config: &ClientConfig) -> Result<FutureProducer<KafkaContext>
         role: "relay",
         group: None,
         lag: None,
+        group_watch: None,
     })
 }
 

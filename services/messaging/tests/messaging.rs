@@ -165,7 +165,14 @@ struct RawProducer(FutureProducer);
 
 impl RawProducer {
     fn new() -> anyhow::Result<Self> {
-        Ok(Self(kafka::producer_config(&Stack::from_env()).create()?))
+        Self::on(&Stack::from_env().kafka_bootstrap)
+    }
+
+    /// One that sends to the broker at `bootstrap` (a private one).
+    fn on(bootstrap: &str) -> anyhow::Result<Self> {
+        let mut config = kafka::producer_config(&Stack::from_env());
+        config.set("bootstrap.servers", bootstrap);
+        Ok(Self(config.create()?))
     }
 
     async fn send(
@@ -671,6 +678,84 @@ async fn a_fenced_static_member_ends_its_run_as_fatal_instead_of_polling_a_dead_
     let stats = stop(stop_b, b).await?;
     assert!(!stats.fatal, "{stats:?}");
     drop(stop_a);
+    db.drop_schema().await;
+    Ok(())
+}
+
+/// The stall seen once in CI after a broker outage (see the consumer's module docs, "Stalled
+/// membership"), made on purpose with a broker that stays away longer than `stall_after`: the
+/// consumer ends its run as stalled, so its service starts a new one, which reads on once the broker
+/// is back. Before that, the same consumer idle for longer than `stall_after` as a steady member
+/// does not end: no traffic is no stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_outside_its_group_for_too_long_ends_its_run_as_stalled_and_an_idle_member_does_not()
+-> anyhow::Result<()> {
+    logs();
+    let mut broker = PrivateBroker::start().await?;
+    let bootstrap = broker.bootstrap();
+    let (topic, _) = topic_with_dlq(&bootstrap, "stall", 1).await?;
+    let db = Db::fresh().await?;
+    let group = format!("g-{}", Uuid::new_v4());
+    let mut kafka = kafka_base(&bootstrap);
+    // Statistics often, and the broker's shortest session, so the test's bounds stay short.
+    kafka.set("statistics.interval.ms", "250");
+    kafka.set("session.timeout.ms", "6000");
+    let stall_after = Duration::from_secs(3);
+    let start = |stall_after: Duration| {
+        let mut config = consumer_config(&topic, &group);
+        config.instance_id = Some("replica-0".to_owned());
+        config.stall_after = stall_after;
+        let consumer = Consumer::new(
+            db.pool.clone(),
+            db.schema.clone(),
+            &kafka,
+            config,
+            RecordProgress::new(&db),
+        )?;
+        anyhow::Ok(spawn_until_stopped(move |stopped| consumer.run(until(stopped))))
+    };
+    let producer = RawProducer::on(&bootstrap)?;
+    let order = Uuid::now_v7();
+    let first = on_its_way(order, 10);
+    producer.send_event(&topic, &first).await?;
+    let (stop_a, mut a) = start(stall_after)?;
+    db.until_applied(
+        first.id(),
+        Duration::from_secs(60),
+        "the consumer applied its record",
+    )
+    .await?;
+
+    // Idle, and a steady member: three bounds go by and the run goes on.
+    assert!(
+        tokio::time::timeout(stall_after * 3, &mut a).await.is_err(),
+        "an idle member in its group ended its run"
+    );
+
+    broker.stop().await?;
+    let stalled = tokio::time::timeout(Duration::from_secs(60), a)
+        .await
+        .context("a consumer without its group never ended its run")??;
+    assert!(stalled.stalled && !stalled.fatal, "ended as stalled: {stalled:?}");
+    assert_eq!(stalled.processed, 1, "{stalled:?}");
+    drop(stop_a);
+
+    // What the service does next: a new consumer under the same name (one every `stall_after`
+    // while the broker is away), which reads on when the broker is back. The last one, given the
+    // default bound to join in.
+    broker.up().await?;
+    let (stop_b, b) = start(ConsumerConfig::new("g", vec![], Topology::Continuous).stall_after)?;
+    let next = on_its_way(order, 20);
+    producer.send_event(&topic, &next).await?;
+    db.until_applied(
+        next.id(),
+        Duration::from_secs(90),
+        "the new consumer applied the next record",
+    )
+    .await?;
+    let stats = stop(stop_b, b).await?;
+    assert!(!stats.stalled, "{stats:?}");
+    assert_eq!(db.effect(order).await?, Some((2, 30)));
     db.drop_schema().await;
     Ok(())
 }

@@ -26,7 +26,9 @@
 //!   and its inbox turns the delivery into a duplicate: the effect exists once. The pause keeps a
 //!   plan with many crashes from spinning; a restart that fails is logged and tried again after the
 //!   same pause; a stop ends the loop at any point, the pause included.
-//!   [`RunStats::consumer_restarts`] counts the restarts.
+//!   [`RunStats::consumer_restarts`] counts the restarts. A consumer that ends through a fatal Kafka
+//!   error, or stalled outside its group for too long (see `pizza_messaging::consumer`), is replaced
+//!   the same way, with or without a fault plan.
 //!
 //! # Waking on events
 //! A loop that polls every 200 ms costs five transactions a second per loop per replica whether or
@@ -265,9 +267,11 @@ pub enum RunError {
 pub struct RunStats {
     /// The relay's totals.
     pub relay: RelayStats,
-    /// The consumer's totals, summed over its restarts (`crashed` is the last consumer's).
+    /// The consumer's totals, summed over its restarts (`crashed`, `fatal` and `stalled` are the
+    /// last consumer's).
     pub consumer: ConsumerStats,
-    /// How often the consumer was started again after a crash of the fault plan.
+    /// How often the consumer was started again after a crash of the fault plan, a fatal error or a
+    /// stall.
     pub consumer_restarts: u32,
 }
 
@@ -369,9 +373,18 @@ async fn supervise_consumer<H: Handler>(
         total.duplicates += stats.duplicates;
         total.dead_lettered += stats.dead_lettered;
         total.retries += stats.retries;
+        total.parked += stats.parked;
         total.crashed = stats.crashed;
         total.fatal = stats.fatal;
-        if stats.fatal {
+        total.stalled = stats.stalled;
+        if stats.stalled {
+            tracing::warn!(
+                restarts,
+                ?pause,
+                "the consumer stalled outside its group; starting a new one, which resumes from the \
+                 committed offsets"
+            );
+        } else if stats.fatal {
             tracing::warn!(
                 restarts,
                 ?pause,

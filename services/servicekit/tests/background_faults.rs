@@ -65,6 +65,12 @@ struct Service {
 
 impl Service {
     async fn start() -> Self {
+        Self::start_on(&Stack::from_env().kafka_bootstrap, |_, _| {}).await
+    }
+
+    /// A service whose Kafka is at `bootstrap` (a private broker, say), with its client settings and
+    /// consumer configuration changed by `setup`.
+    async fn start_on(bootstrap: &str, setup: impl FnOnce(&mut ClientConfig, &mut ConsumerConfig)) -> Self {
         let stack = Stack::from_env();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(8)
@@ -82,13 +88,16 @@ impl Service {
         .unwrap();
         let topic = pizza_testkit::kafka::unique_topic("skfaults");
         pizza_testkit::kafka::create_topics(
-            &stack.kafka_bootstrap,
+            bootstrap,
             &[(&topic, 1), (&pizza_contracts::topics::dead_letter(&topic), 1)],
         )
         .await
         .unwrap();
         let mut kafka = ClientConfig::new();
-        kafka.set("bootstrap.servers", &stack.kafka_bootstrap);
+        kafka.set("bootstrap.servers", bootstrap);
+        let mut consumer =
+            ConsumerConfig::new(format!("{topic}-g"), vec![topic.clone()], Topology::Continuous);
+        setup(&mut kafka, &mut consumer);
 
         // The service starts without faults; the test sets them through the admin API.
         let faults = Faults::none();
@@ -100,7 +109,7 @@ impl Service {
             kafka,
             relay_poll: Duration::from_millis(20),
             wakes: pizza_messaging::Source::Database,
-            consumer: ConsumerConfig::new(format!("{topic}-g"), vec![topic.clone()], Topology::Continuous),
+            consumer,
             handler: Record {
                 table,
                 calls: calls.clone(),
@@ -274,5 +283,35 @@ async fn a_stop_while_the_consumer_is_crashed_or_restarting_still_ends_run() {
         u32::from(!stats.consumer.crashed),
         "{stats:?}"
     );
+    drop_schema(&pool, &schema).await;
+}
+
+/// A consumer stalled outside its group (its broker away for longer than `stall_after`; see
+/// `pizza_messaging::consumer`) is replaced by `run` like a crashed one, and the replica reads on
+/// once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stalled_outside_its_group_is_replaced_and_the_next_one_reads_on() {
+    let mut broker = pizza_testkit::broker::PrivateBroker::start().await.unwrap();
+    let service = Service::start_on(&broker.bootstrap(), |kafka, consumer| {
+        // Statistics often, so the bound can be short.
+        kafka.set("statistics.interval.ms", "250");
+        consumer.stall_after = Duration::from_secs(4);
+        consumer.instance_id = Some("replica-0".to_owned());
+    })
+    .await;
+    service.enqueue(&[Uuid::now_v7()]).await;
+    service.wait_applied(1).await;
+    broker.stop().await.unwrap();
+    // Two bounds and more without a broker.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.up().await.unwrap();
+    service.enqueue(&[Uuid::now_v7()]).await;
+    service.wait_applied(2).await;
+    let (stats, pool, schema) = service.stop().await;
+    assert!(
+        stats.consumer_restarts >= 1,
+        "the stalled consumer was replaced: {stats:?}"
+    );
+    assert_eq!(stats.consumer.processed, 2, "each event applied once: {stats:?}");
     drop_schema(&pool, &schema).await;
 }
