@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::{PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row as _};
 use time::OffsetDateTime;
@@ -210,8 +210,8 @@ const CLAIM: &str = "with next as ( \
          on true \
      order by c.due_at, c.id, a.step_index, a.attempt";
 
-/// The connection a worker claims on: a pool of one, of its own, with planner settings that hold the
-/// claim to its plan whatever the table's statistics say.
+/// The connection a worker claims on ([`pizza_notify::ordered_scan_pool`]): the claim holds to its
+/// plan whatever the table's statistics say.
 ///
 /// The claim wants the oldest due runs, read in order along `runs_due` and stopped at `limit`.
 /// PostgreSQL plans that from the table's statistics, and those lag the table by up to a minute
@@ -220,22 +220,10 @@ const CLAIM: &str = "with next as ( \
 /// and sorts them, once per claim. With 2,000 runs due that was 0.7 ms and 120 buffers a claim,
 /// against 0.06 ms and 4, and it grows with the backlog: quadratic work exactly when a backlog
 /// (after an outage, a restart) most needs draining. Without sequential scans, bitmap scans and
-/// explicit sorts to choose from, the one cheap path left is the ordered index scan. JIT is off too:
-/// the penalty on the avoided paths prices every plan high enough to be compiled first. The settings
-/// are the connection's, so they touch no other statement of the host's pool; the claims of a
-/// worker are one at a time, so one connection serves them, and a claim never queues behind the
-/// executions for a connection of the shared pool.
+/// explicit sorts to choose from, the one cheap path left is the ordered index scan. The claims of
+/// a worker are one at a time.
 pub(crate) fn claim_pool(pool: &PgPool) -> PgPool {
-    let options = (*pool.connect_options()).clone().options([
-        ("enable_seqscan", "off"),
-        ("enable_bitmapscan", "off"),
-        ("enable_sort", "off"),
-        // The planner prices what it was told not to use at a cost of ten billion, and a plan that
-        // dear crosses `jit_above_cost`: without this, every claim compiled itself with LLVM first
-        // (0.6 s a claim, measured).
-        ("jit", "off"),
-    ]);
-    PgPoolOptions::new().max_connections(1).connect_lazy_with(options)
+    pizza_notify::ordered_scan_pool(pool)
 }
 
 /// Claims the most overdue runnable run of the given workflows, if any, under a lease of `lease`.

@@ -60,5 +60,5 @@ pub use outbox::{Backlog, DeadRow, Outbox, OutboxError};
 pub use pizza_notify::Source;
 /// The relay's and the consumer's retry delays: the platform's one back-off, from `pizza-retry`.
 pub use pizza_retry::Backoff;
-pub use relay::{Relay, RelayConfig, RelayError, RelayStats, announce_outbox, outbox_wake};
+pub use relay::{Relay, RelayConfig, RelayError, RelayStats, outbox_wake};
 pub use schema::{MigrateError, Schema, SchemaError, migrate};

@@ -159,7 +159,7 @@ impl Outbox {
     }
 
     /// Wakes this process's relay of this outbox: call it after committing rows to it, for a relay
-    /// woken by its process ([`crate::Source::Process`]); see [`crate::announce_outbox`].
+    /// woken by its process ([`crate::Source::Process`]); see the relay's module docs.
     pub fn announce(&self, pool: &PgPool) {
         crate::relay::announce_outbox(pool, &self.schema);
     }

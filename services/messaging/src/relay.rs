@@ -82,14 +82,14 @@
 //! # Waking up
 //! Every insert into an outbox notifies the channel `pizza_outbox` with the schema as payload (a
 //! statement trigger; NOTIFY is delivered at commit, and only if the transaction commits). The
-//! relay listens ([`RelayConfig::listen`]) and claims as soon as rows of its schema are committed,
+//! relay listens ([`RelayConfig::wakes`]) and claims as soon as rows of its schema are committed,
 //! so an event's latency is a round trip, not a poll interval, and an idle relay costs one claim
 //! per [`RelayConfig::poll_interval`]. The poll stays as a safety net: a notification is lost with
 //! the listening connection, and claims and back-offs expire without one.
 //!
 //! A service whose outbox rows are all written by its own process can do without the `NOTIFY`
-//! ([`RelayConfig::source`] = [`Source::Process`]): [`outbox_wake`] drops its outbox's trigger, and
-//! the writers call [`announce_outbox`] after their commits. Nobody's listening connection then
+//! ([`RelayConfig::wakes`] = [`Source::Process`]): [`outbox_wake`] drops its outbox's trigger, and
+//! the writers call [`Outbox::announce`](crate::Outbox::announce) after their commits. Nobody's listening connection then
 //! reads a notification for those rows (see `pizza_notify::Source` for why that matters).
 //!
 //! # Telemetry
@@ -134,19 +134,17 @@ pub struct RelayConfig {
     /// Rows handed to the producer and not yet answered, at most. A broker outage stops claiming
     /// there (or earlier: a key's later rows wait behind its row in flight).
     pub max_in_flight: u32,
-    /// Pause when there is nothing (more) to claim. With [`listen`](Self::listen) a safety net
+    /// Pause when there is nothing (more) to claim. With [`wakes`](Self::wakes) a safety net
     /// (for a notification lost with a connection, claims and back-offs running out); without it,
     /// the latency floor of an idle outbox.
     pub poll_interval: Duration,
-    /// Wake up when rows are committed (`LISTEN pizza_outbox`, see the module docs) rather than
-    /// only every `poll_interval`. On the process's one listening connection for the database
-    /// (`pizza_notify`), not a connection of the pool.
-    pub listen: bool,
-    /// Where the wake-ups come from when listening: PostgreSQL's `NOTIFY` (the default), or only
-    /// this process's [`announce_outbox`] after its commits, for a service whose outbox rows are
-    /// all written by its own process (see `pizza_notify::Source`, and [`outbox_wake`] for the
-    /// trigger that goes with each).
-    pub source: Source,
+    /// Wake up when rows are committed rather than only every `poll_interval`, and where the
+    /// wake-ups come from: PostgreSQL's `NOTIFY` (`LISTEN pizza_outbox` on the process's one
+    /// listening connection for the database, not a connection of the pool; the default), or only
+    /// this process's [`Outbox::announce`](crate::Outbox::announce) after its commits, for a service
+    /// whose outbox rows are all written by its own process (see `pizza_notify::Source`, and
+    /// [`outbox_wake`] for the trigger that goes with each). `None` polls only.
+    pub wakes: Option<Source>,
     /// Pause after a round without progress (a database error, every send failed), growing while
     /// such rounds repeat.
     pub backoff: Backoff,
@@ -182,8 +180,7 @@ impl Default for RelayConfig {
             batch_size: 100,
             max_in_flight: 1000,
             poll_interval: Duration::from_secs(1),
-            listen: true,
-            source: Source::Database,
+            wakes: Some(Source::Database),
             backoff: Backoff::default(),
             claim_lease: Duration::from_secs(30),
             stall_after: Duration::from_secs(20),
@@ -387,9 +384,8 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The connection a relay's turns run on: a pool of one, of its own, whose planner may not use
-/// bitmap scans, sorts or sequential scans, so the claim walks `outbox_pending` in id order and stops
-/// at its batch.
+/// The connection a relay's turns run on ([`pizza_notify::ordered_scan_pool`]): the claim walks
+/// `outbox_pending` in id order and stops at its batch.
 ///
 /// Every published row leaves dead entries in the pending indexes (publishing sets `published_at`,
 /// which their predicate reads, so the update is never HOT) until vacuum removes them. A plain index
@@ -399,19 +395,9 @@ impl std::fmt::Debug for Relay {
 /// delivery outbox's claim took 42 ms (0.9 ms in the same run's other shop), the most expensive
 /// statement in the database, and it grew with the backlog it was meant to drain. On a copy of that
 /// table (7,000 rows published, dead entries not yet vacuumed): 5.7 ms the first claim, 0.2 ms the
-/// next, against 1.4 ms every time. JIT is off because the forbidden paths' cost crosses its
-/// threshold (as in the workflow engine's claim connection). The settings are the connection's, so no
-/// other statement of the host's pool is touched; a relay's turns are one at a time.
+/// next, against 1.4 ms every time. A relay's turns are one at a time.
 fn turn_pool(pool: &PgPool) -> PgPool {
-    let options = (*pool.connect_options()).clone().options([
-        ("enable_seqscan", "off"),
-        ("enable_bitmapscan", "off"),
-        ("enable_sort", "off"),
-        ("jit", "off"),
-    ]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options)
+    pizza_notify::ordered_scan_pool(pool)
 }
 
 fn create_producer(config: &ClientConfig) -> Result<FutureProducer<KafkaContext>, KafkaError> {
@@ -463,7 +449,7 @@ impl Relay {
         if self.config.instance_id.is_some() {
             self.take_back_claims().await;
         }
-        let mut listener = self.config.listen.then(|| self.listen());
+        let mut listener = self.config.wakes.map(|source| self.listen(source));
         let mut answers: Answers = FuturesUnordered::new();
         let mut in_flight: BTreeSet<i64> = BTreeSet::new();
         let mut settled: Vec<(i64, Settle)> = Vec::new();
@@ -601,8 +587,8 @@ impl Relay {
     /// ([`pizza_notify`]): PostgreSQL makes every listening connection of a database read every
     /// notification sent in it, in a transaction of its own, so the relay shares one with the rest
     /// of the process rather than holding one of the pool's.
-    fn listen(&self) -> Subscription {
-        Notifications::shared(&self.pool).subscribe_from(NOTIFY_CHANNEL, self.config.source)
+    fn listen(&self, source: Source) -> Subscription {
+        Notifications::shared(&self.pool).subscribe_from(NOTIFY_CHANNEL, source)
     }
 
     /// After shutdown: waits for the answers still due (within the grace), marks what was answered
@@ -1036,14 +1022,14 @@ async fn notified(listener: &mut Option<Subscription>, schema: &str) -> bool {
     }
 }
 
-/// Wakes this process's relay of `schema`'s outbox, as the outbox's `NOTIFY` would: for a relay
-/// with [`Source::Process`], call it after committing rows to that outbox.
-pub fn announce_outbox(pool: &PgPool, schema: &Schema) {
+/// Wakes this process's relay of `schema`'s outbox, as the outbox's `NOTIFY` would (behind
+/// [`Outbox::announce`](crate::Outbox::announce)).
+pub(crate) fn announce_outbox(pool: &PgPool, schema: &Schema) {
     Notifications::shared(pool).announce(NOTIFY_CHANNEL, schema.as_str());
 }
 
 /// Makes `schema`'s outbox send its `NOTIFY` on insert ([`Source::Database`]) or not
-/// ([`Source::Process`]: its relay is woken by [`announce_outbox`], and nobody's listening
+/// ([`Source::Process`]: its relay is woken by [`Outbox::announce`](crate::Outbox::announce), and nobody's listening
 /// connection reads a notification for it). Idempotent; the service host calls it at every start,
 /// after the migrations, so a service that changes its source changes the trigger with it. The
 /// DDL runs only when the trigger is not as asked: it locks the outbox against inserts while it

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use pizza_contracts::events::OrderPlaced;
 use pizza_messaging::{
-    Backoff, DeadRow, Envelope, FaultHooks, Outbox, Relay, RelayConfig, RelayStats, Source, announce_outbox,
-    outbox_wake,
+    Backoff, DeadRow, Envelope, FaultHooks, Outbox, Relay, RelayConfig, RelayStats, Source, outbox_wake,
 };
 use pizza_telemetry::Topology;
 use pizza_testkit::broker::PrivateBroker;
@@ -571,7 +570,7 @@ async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_
         &fixture.kafka,
         RelayConfig {
             poll_interval: Duration::from_secs(3600),
-            source: Source::Process,
+            wakes: Some(Source::Process),
             ..quick()
         },
         &stop,
@@ -587,7 +586,7 @@ async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_
     .await
     .unwrap();
     enqueue(&fixture, &outbox, &fixture.topic, order, 1, "margherita").await;
-    announce_outbox(&fixture.pool, &fixture.schema);
+    Outbox::new(fixture.schema.clone()).announce(&fixture.pool);
     eventually(LIMIT, "the announced row sent", || in_topic(2))
         .await
         .unwrap();

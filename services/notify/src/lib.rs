@@ -324,3 +324,26 @@ async fn next(
         None => std::future::pending().await,
     }
 }
+
+/// A pool of one connection of its own to the database of `pool`, whose planner may walk indexes in
+/// order and nothing else: no sequential scan, no bitmap scan, no explicit sort, and no JIT.
+///
+/// For a claim that wants the first rows of a partial index in its order and stops at its limit
+/// (the workflow engine's due runs, a relay's pending outbox rows), while the table's statistics lag
+/// it by up to a minute and dead index entries pile up between vacuums. Left free, the planner
+/// picks a bitmap scan and a sort of every candidate row, claim after claim: work that grows with
+/// the very backlog the claims drain (each caller's docs have its measurements). A plain index scan
+/// also marks the dead entries it meets, so the next claim skips them. JIT is off because the
+/// planner prices the forbidden paths at ten billion, which crosses `jit_above_cost`: every claim
+/// compiled itself first (0.6 s a claim, measured). The settings are the connection's, so they touch
+/// no statement of the caller's pool; the claims of one loop run one at a time, so one connection
+/// serves them, and a claim never queues behind the loop's work for a connection of the shared pool.
+pub fn ordered_scan_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([
+        ("enable_seqscan", "off"),
+        ("enable_bitmapscan", "off"),
+        ("enable_sort", "off"),
+        ("jit", "off"),
+    ]);
+    PgPoolOptions::new().max_connections(1).connect_lazy_with(options)
+}

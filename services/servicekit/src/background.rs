@@ -312,7 +312,7 @@ where
             poll_interval: relay_poll.min(RelayConfig::default().poll_interval),
             instance_id: consumer.instance_id.clone(),
             faults: Some(faults.clone()),
-            source: wakes,
+            wakes: Some(wakes),
             ..RelayConfig::default()
         },
     )?;
