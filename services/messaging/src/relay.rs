@@ -92,6 +92,21 @@
 //! the writers call [`Outbox::announce`](crate::Outbox::announce) after their commits. Nobody's listening connection then
 //! reads a notification for those rows (see `pizza_notify::Source` for why that matters).
 //!
+//! # Plans that hold
+//! A relay's statements are prepared on its turn connection when the service starts, usually on an
+//! empty outbox, and PostgreSQL may keep a generic plan made then for as long as nothing invalidates
+//! it: autovacuum's first analyze of the table comes up to a minute later. Planned for a table of
+//! one page and one row, the claim's `not exists` checks became anti-joins whose inner side was a
+//! whole scan of `outbox_pending_by_key`, filtered per outer row, and the settle a hash join over
+//! the whole table. It cost nothing while the outbox was small; once a burst left a backlog, each
+//! claim read every pending entry once per candidate row: 0.5 to 3 s a claim, the delivery's relay
+//! fell behind 300 events a second, and the backlog made the next claim slower still (two of the
+//! first load runs after a fresh start collapsed so at 50 orders/s; the next ones, planned a moment
+//! later on a bigger table, held). So the statements are written to leave no such plan: each
+//! `not exists` is a subplan that looks its key up in the index, and the rows to update are found
+//! through `id = any(array)` on the primary key (see `Outbox`'s SQL, and the test that builds the
+//! generic plans on an empty table and runs them on a backlog).
+//!
 //! # Telemetry
 //! Each record gets a `send {topic}` PRODUCER span whose parent is the context stored with the row, so
 //! the publish joins the trace of the request that wrote the event, even minutes later. The span's
@@ -1147,6 +1162,93 @@ mod tests {
                 && !turns.contains("Bitmap")
                 && !turns.contains("Sort"),
             "the turn's claim reads the pending rows along their index, in order:\n{turns}"
+        );
+    }
+
+    /// `explain (analyze)` of the prepared statement `name` run with `args` on `conn`.
+    async fn explain_execute(conn: &mut sqlx::PgConnection, name: &str, args: &str) -> String {
+        let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "explain (analyze, costs off) execute {name}({args})"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain the prepared statement");
+        lines.join("\n")
+    }
+
+    // The plans a relay prepares on an empty outbox must still look rows up by key and id once a
+    // backlog is there (see "Plans that hold"): generic plans are made on the empty table, as at a
+    // service's start, and run on 300 keys with six rows each, a third published (their index
+    // entries dead) and a sixth in flight.
+    #[tokio::test]
+    async fn the_claim_and_the_settle_planned_on_an_empty_outbox_look_rows_up_by_key_on_a_backlog() {
+        let stack = pizza_testkit::Stack::from_env();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&stack.database_url)
+            .await
+            .expect("connect to the native PostgreSQL (is deploy/local/infra.sh up?)");
+        let schema = Schema::new(&format!("plans_{}", Uuid::new_v4().simple())).expect("schema name");
+        crate::migrate(&pool, &schema)
+            .await
+            .expect("messaging migrations");
+        let t = schema.table("outbox");
+        let outbox = Outbox::new(schema.clone());
+        let turns = turn_pool(&pool);
+        let mut conn = turns.acquire().await.unwrap();
+        let setup = [
+            format!("analyze {t}"),
+            "set plan_cache_mode = force_generic_plan".to_owned(),
+            format!("prepare claim(bigint, text, float8) as {}", outbox.sql().claim),
+            format!(
+                "prepare settle(bigint[], text[], text[], float8[], text) as {}",
+                outbox.sql().settle
+            ),
+            // The generic plans are made now, on the empty table.
+            "begin".to_owned(),
+            "execute claim(100, 'me', 30)".to_owned(),
+            "execute settle('{1}', '{published}', '{null}', '{0}', 'me')".to_owned(),
+            "rollback".to_owned(),
+            format!(
+                "insert into {t} (event_id, event_source, event_type, event_time, topic, message_key, payload) \
+                 select gen_random_uuid(), 's', 't', now(), 'delivery', 'k' || k, '' \
+                 from generate_series(1, 300) k, generate_series(0, 5) n order by k * 0.02 + n * 3"
+            ),
+            format!("update {t} set published_at = now() where id <= 600"),
+            format!(
+                "update {t} set claimed_by = 'me', available_at = now() + interval '30 s' where id > 600 and id <= 900"
+            ),
+            "begin".to_owned(),
+        ];
+        for statement in setup {
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        let claim = explain_execute(&mut conn, "claim", "100, 'me', 30").await;
+        let settle = explain_execute(
+            &mut conn,
+            "settle",
+            "'{901,902}', '{published,published}', '{null,null}', '{0,0}', 'me'",
+        )
+        .await;
+        sqlx::query("rollback").execute(&mut *conn).await.unwrap();
+        drop(conn);
+        turns.close().await;
+        sqlx::query(AssertSqlSafe(format!("drop schema {} cascade", schema.as_str())))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let by_key = claim.matches("Index Scan using outbox_pending_by_key").count();
+        let by_key_cond = claim.matches("Index Cond: ((message_key = ").count();
+        assert!(
+            by_key == 2 && by_key_cond == 2 && claim.contains("Index Cond: (id = ANY"),
+            "each key check looks its key up, and the update its rows by id:\n{claim}"
+        );
+        assert!(
+            settle.contains("Index Cond: (id = ANY"),
+            "the settle finds its rows by id:\n{settle}"
         );
     }
 
