@@ -1105,6 +1105,21 @@ mod tests {
 
     use super::*;
 
+    /// A pool on the native stack's database and a schema of its own with the messaging tables.
+    async fn migrated_schema(prefix: &str) -> (PgPool, Schema) {
+        let stack = pizza_testkit::Stack::from_env();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&stack.database_url)
+            .await
+            .expect("connect to the native PostgreSQL (is deploy/local/infra.sh up?)");
+        let schema = Schema::new(&format!("{prefix}_{}", Uuid::new_v4().simple())).expect("schema name");
+        crate::migrate(&pool, &schema)
+            .await
+            .expect("messaging migrations");
+        (pool, schema)
+    }
+
     /// The claim's plan on `pool`, as `EXPLAIN` prints it.
     async fn claim_plan(pool: &PgPool, outbox: &Outbox) -> String {
         let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("explain {}", outbox.sql().claim)))
@@ -1122,16 +1137,7 @@ mod tests {
     // the relay's turn connection walks the pending index in id order and stops at the batch.
     #[tokio::test]
     async fn a_turn_claims_along_the_pending_index_in_id_order_however_stale_the_statistics() {
-        let stack = pizza_testkit::Stack::from_env();
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&stack.database_url)
-            .await
-            .expect("connect to the native PostgreSQL (is deploy/local/infra.sh up?)");
-        let schema = Schema::new(&format!("turns_{}", Uuid::new_v4().simple())).expect("schema name");
-        crate::migrate(&pool, &schema)
-            .await
-            .expect("messaging migrations");
+        let (pool, schema) = migrated_schema("turns").await;
         let t = schema.table("outbox");
         for statement in [
             format!("analyze {t}"),
@@ -1182,16 +1188,7 @@ mod tests {
     // entries dead) and a sixth in flight.
     #[tokio::test]
     async fn the_claim_and_the_settle_planned_on_an_empty_outbox_look_rows_up_by_key_on_a_backlog() {
-        let stack = pizza_testkit::Stack::from_env();
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&stack.database_url)
-            .await
-            .expect("connect to the native PostgreSQL (is deploy/local/infra.sh up?)");
-        let schema = Schema::new(&format!("plans_{}", Uuid::new_v4().simple())).expect("schema name");
-        crate::migrate(&pool, &schema)
-            .await
-            .expect("messaging migrations");
+        let (pool, schema) = migrated_schema("plans").await;
         let t = schema.table("outbox");
         let outbox = Outbox::new(schema.clone());
         let turns = turn_pool(&pool);
