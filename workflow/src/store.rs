@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, PgPool, Row as _};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row as _, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -798,20 +798,25 @@ struct WaitingRow<'a> {
     started_at: OffsetDateTime,
 }
 
+/// What [`finish_run`] records: the run's status, output, error, when, the cause its parent links
+/// to, and the deferred row it carries.
+pub(crate) type RunEndArgs<'a> = (
+    RunStatus,
+    Option<&'a Value>,
+    Option<&'a RunError>,
+    OffsetDateTime,
+    &'a [(String, String)],
+    Option<&'a AttemptRow>,
+);
+
 /// Ends the run and, if it is a child, wakes its parent (with `cause` as what woke it), in one
 /// statement: one round trip, one commit. `ended` is the attempt of a quick step whose row waited for
 /// this end (the workflow's last step, typically): written by the same statement, and only if the
 /// run ended. Returns the parent, if any.
-#[allow(clippy::too_many_arguments)] // one statement's inputs; a struct would only rename them
 pub(crate) async fn finish_run(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     lease: &Lease,
-    status: RunStatus,
-    output: Option<&Value>,
-    error: Option<&RunError>,
-    now: OffsetDateTime,
-    cause: &[(String, String)],
-    ended: Option<&AttemptRow>,
+    (status, output, error, now, cause, ended): RunEndArgs<'_>,
     channel: WakeChannel,
 ) -> Result<Option<Uuid>, WorkflowError> {
     let error = error.map(serde_json::to_value).transpose()?;
@@ -846,7 +851,7 @@ pub(crate) async fn finish_run(
         .bind(field(cause, "traceparent"))
         .bind(field(cause, "tracestate"))
         .bind(channel)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     if row.try_get::<i64, _>("finished")? != 1 {
         return Err(WorkflowError::LeaseLost);
@@ -1058,10 +1063,13 @@ pub(crate) async fn insert_child(
 /// Records the start of a wait and parks the run (see [`park`]), atomically: the wait's row is
 /// only ever on record for a run that parked for it. The park is the fence: if the lease is gone,
 /// neither is written. A child wait also creates the child run, so it takes a transaction; any
-/// other park is one statement. Returns the earliest time the park made anything due: the run's
-/// own due time, or now for a child created with it.
+/// other park is one statement. `held`, the transaction of a step whose commit waited for the
+/// execution's next write (see `context::run`, "Held commits"), takes the park and commits with it.
+/// Returns the earliest time the park made anything due: the run's own due time, or now for a child
+/// created with it.
 pub(crate) async fn park_waiting(
     pool: &PgPool,
+    held: Option<Transaction<'static, Postgres>>,
     park_args: ParkArgs<'_>,
     wait: Option<&WaitStart>,
 ) -> Result<OffsetDateTime, WorkflowError> {
@@ -1075,13 +1083,18 @@ pub(crate) async fn park_waiting(
             started_at: w.started_at,
         })
     };
-    match wait.and_then(|w| w.child.as_ref().map(|c| (w, c))) {
-        None => {
+    let child = wait.and_then(|w| w.child.as_ref().map(|c| (w, c)));
+    let mut tx = match (held, child) {
+        (Some(tx), _) => tx,
+        (None, Some(_)) => pool.begin().await?,
+        (None, None) => {
             let mut conn = pool.acquire().await?;
-            park(&mut conn, park_args, row(None)).await
+            return park(&mut conn, park_args, row(None)).await;
         }
+    };
+    let due = match child {
+        None => park(&mut tx, park_args, row(None)).await?,
         Some((wait, child)) => {
-            let mut tx = pool.begin().await?;
             let child_run_id = insert_child(
                 &mut tx,
                 park_args.lease.run_id,
@@ -1090,11 +1103,13 @@ pub(crate) async fn park_waiting(
                 park_args.channel,
             )
             .await?;
-            let due = park(&mut tx, park_args, row(Some(child_run_id))).await?;
-            tx.commit().await?;
-            Ok(due.min(wait.started_at))
+            park(&mut tx, park_args, row(Some(child_run_id)))
+                .await?
+                .min(wait.started_at)
         }
-    }
+    };
+    tx.commit().await?;
+    Ok(due)
 }
 
 /// What a park writes (see [`park`]).

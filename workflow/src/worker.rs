@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
-use crate::context::{ContextParts, WorkflowContext};
+use crate::context::{ContextParts, Held, WorkflowContext};
 use crate::core::{self, ExecutionOutcome, InterruptState, RunAction, RunStatus};
 use crate::engine::{Shared, Workflows};
 use crate::error::{Error, RunError, WorkflowError};
@@ -306,6 +306,7 @@ impl Execution {
             wake_channel: self.shared.wake_channel,
             hooks: self.shared.hooks.clone(),
             record_start_after: self.shared.record_start_after,
+            lease_length: self.config.lease,
             interrupts,
             mailbox: std::mem::take(&mut run.mailbox),
         });
@@ -379,7 +380,13 @@ impl Execution {
                 &identity,
                 &span,
                 action,
-                (reason, summary.wait_start, summary.ended, summary.awaiting),
+                (
+                    reason,
+                    summary.wait_start,
+                    summary.ended,
+                    summary.awaiting,
+                    summary.held,
+                ),
             )
             .await
         {
@@ -402,13 +409,20 @@ impl Execution {
         identity: &RunIdentity,
         span: &tracing::Span,
         action: RunAction,
-        (reason, wait, ended, awaiting): (
+        (reason, wait, ended, awaiting, held): (
             &str,
             Option<store::WaitStart>,
             Option<store::AttemptRow>,
             Option<String>,
+            Option<Held>,
         ),
     ) -> Result<(), WorkflowError> {
+        // The park or the end runs inside the held transaction and commits it (see
+        // `context::run`, "Held commits"); refused by the fence, both roll back.
+        let (mut tx, after_commit) = match held {
+            Some(Held { tx, after_commit }) => (Some(tx), after_commit),
+            None => (None, Vec::new()),
+        };
         let now = self.shared.clock.now();
         let (status, output, error) = match action {
             RunAction::Abandon => return Err(WorkflowError::LeaseLost),
@@ -427,7 +441,8 @@ impl Execution {
                     signal: awaiting.as_deref(),
                     channel: self.shared.wake_channel,
                 };
-                let due = store::park_waiting(&self.shared.pool, park, wait.as_ref()).await?;
+                let due = store::park_waiting(&self.shared.pool, tx, park, wait.as_ref()).await?;
+                after_commit.into_iter().for_each(|f| f());
                 // This process's idle workers may be sleeping until a later time than this one.
                 self.shared.parked(due);
                 telemetry::record_ok(span);
@@ -439,18 +454,23 @@ impl Execution {
         };
         // A child's end wakes its parent; this execution is the cause the parent links to.
         let me = propagation::context_to_carrier(&span.context());
-        let parent = store::finish_run(
-            &self.shared.pool,
-            lease,
+        let end = (
             status,
             output.as_ref(),
             error.as_ref(),
             now,
-            &me,
+            me.as_slice(),
             ended.as_ref(),
-            self.shared.wake_channel,
-        )
-        .await?;
+        );
+        let channel = self.shared.wake_channel;
+        let parent = match tx.as_mut() {
+            Some(tx) => store::finish_run(&mut **tx, lease, end, channel).await?,
+            None => store::finish_run(&self.shared.pool, lease, end, channel).await?,
+        };
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
+        after_commit.into_iter().for_each(|f| f());
         if parent.is_some() {
             self.shared.wake_local.notify_waiters();
         }

@@ -905,6 +905,91 @@ async fn a_quick_steps_row_is_on_record_before_the_next_step_and_rides_with_the_
     );
 }
 
+/// A transactional step's transaction, and a resolved wait's, commit with the execution's next
+/// write (`context::run`, "Held commits"): a park after them is the same commit, and a step after
+/// them finds them committed before its code runs.
+#[sqlx::test(migrations = false)]
+async fn a_transactional_step_and_a_resolved_wait_commit_with_the_park_after_them(pool: PgPool) {
+    migrated(&pool).await;
+    sqlx::query("create table effects (step text not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let db = pool.clone();
+    let workflows = Workflows::new().register("held", move |ctx, _: ()| {
+        let db = db.clone();
+        async move {
+            ctx.run_tx("place", RetryPolicy::no_retry(), |_, tx| async move {
+                let mut tx = tx
+                    .transaction()
+                    .await
+                    .map_err(|e| StepError::permanent("database", e.to_string()))?;
+                sqlx::query("insert into effects (step) values ('place')")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| StepError::permanent("database", e.to_string()))?;
+                Ok(())
+            })
+            .await?;
+            let _: Option<()> = ctx.wait_for_signal("go", Duration::from_secs(3600)).await?;
+            ctx.sleep("rest", Duration::from_secs(3600)).await?;
+            // Another connection sees what came before: committed before this step's code ran.
+            let seen: i64 = ctx
+                .run("look", RetryPolicy::no_retry(), move |step| async move {
+                    sqlx::query_scalar(
+                        "select (select count(*) from effects) + (select count(*) \
+                         from workflow.step_attempts where run_id = $1 and status = 'completed')",
+                    )
+                    .bind(step.run_id)
+                    .fetch_one(&db)
+                    .await
+                    .map_err(|e| StepError::permanent("database", e.to_string()))
+                })
+                .await?;
+            Ok::<_, WorkflowError>(seen)
+        }
+    });
+    let engine = Engine::builder(pool.clone())
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let run = engine.start("held", &(), StartOptions::default()).await.unwrap();
+    wait_for_status(&engine, run, RunStatus::Sleeping).await;
+    assert!(
+        step_written_with_run(&pool, run, "place").await,
+        "the transactional step, its record and the park for the signal: one commit"
+    );
+    let effect_with_park: bool = sqlx::query_scalar(
+        "select e.xmin::text = r.xmin::text from effects e, workflow.runs r where r.id = $1",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(effect_with_park, "the step's own write went with the park");
+    engine.signal(run, "go", &(), None).await.unwrap();
+    eventually("the sleep parked", WAIT, || async {
+        let history = engine.history(run).await.unwrap();
+        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
+        (parked && history.iter().any(|s| s.step_name == "rest")).then_some(())
+    })
+    .await;
+    assert!(
+        written_with_run(&pool, run, "go", "completed").await,
+        "the signal taken, the wait's end and the sleep's park: one commit"
+    );
+    clock.advance(Duration::from_secs(3600));
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        done.output,
+        Some(json!(4)),
+        "the effect and three completed steps (place, go, rest) were on record for the next step"
+    );
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_writes_once_and_runs_its_after_commit(
     pool: PgPool,

@@ -341,6 +341,31 @@ async fn a_stale_lease_holder_that_parks_for_a_wait_after_a_takeover_writes_neit
     );
 }
 
+/// A transactional step's transaction is held until the run's end (`context::run`, "Held
+/// commits"), and its record's fence holds a share lock on the run's row, which the claim skips. A
+/// worker that hangs in between, alive, must not keep the run from being taken over: the server
+/// ends a held transaction that sits idle for a lease, and the rescuer takes the run once the
+/// lease has run out, as after a crash.
+#[sqlx::test(migrations = false)]
+async fn a_stale_holder_of_a_transactional_steps_commit_is_taken_over_and_its_write_never_lands(
+    pool: PgPool,
+) {
+    let (engine, run) =
+        stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion, Effect::InStepTx).await;
+    let effects = effects(&pool).await;
+    assert_eq!(
+        effects.len(),
+        1,
+        "the stale worker's write went with its transaction; only the rescuer's landed"
+    );
+    assert_eq!(completed_steps(&engine, run).await, 1);
+    assert_eq!(
+        engine.status(run).await.unwrap().output,
+        Some(json!([effects[0].1, 2])),
+        "the rescuer's execution ran the step and ended the run"
+    );
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_stale_lease_holder_that_completes_the_run_after_a_takeover_is_fenced(pool: PgPool) {
     let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion, Effect::Own).await;
@@ -443,24 +468,30 @@ async fn a_worker_whose_clock_runs_an_hour_ahead_does_not_take_a_live_run(pool: 
 /// Runs the flow with its step writing `effect`, crashing the first execution right after the step's
 /// code returned (before its result is recorded); returns the run once it completed.
 async fn crash_once_after_the_step_returns(pool: &PgPool, effect: Effect) -> (Engine, RunInfo) {
+    crash_once_at(pool, effect, |p| matches!(p, HookPoint::StepReturned { .. })).await
+}
+
+/// Runs the flow with its step writing `effect`, crashing the first execution at the first point
+/// `at` picks; returns the run once it completed.
+async fn crash_once_at(pool: &PgPool, effect: Effect, at: fn(&HookPoint) -> bool) -> (Engine, RunInfo) {
     migrated(pool).await;
     effects_table(pool).await;
     let crashed = Arc::new(AtomicBool::new(false));
     let (hooks, mut points) = {
         let crashed = crashed.clone();
-        ScriptedHooks::new(move |point| match point {
-            HookPoint::StepReturned { .. } if !crashed.swap(true, Ordering::SeqCst) => Reaction::Crash,
-            _ => Reaction::Go,
+        ScriptedHooks::new(move |point| {
+            if at(point) && !crashed.swap(true, Ordering::SeqCst) {
+                Reaction::Crash
+            } else {
+                Reaction::Go
+            }
         })
     };
     let engine = Engine::builder(pool.clone()).hooks(hooks).build();
     let flows = workflows_with(pool.clone(), effect);
     let workers = Workers::start(&engine, &flows, 1, |_| config("w", SHORT_LEASE));
     let run = engine.start(FLOW, &(), StartOptions::default()).await.unwrap();
-    reached(&mut points, "the crash", |p| {
-        matches!(p, HookPoint::StepReturned { .. })
-    })
-    .await;
+    reached(&mut points, "the crash", at).await;
     let done = engine.wait_until_finished(run, WAIT).await.unwrap();
     workers.stop().await;
     assert_eq!(done.status, RunStatus::Completed);
@@ -510,6 +541,40 @@ async fn a_transactional_steps_write_and_its_record_commit_together_so_a_crash_b
     assert!(
         one_commit,
         "the effect and the attempt were written by one transaction"
+    );
+}
+
+/// A transactional step's commit waits for the execution's next write (`context::run`, "Held
+/// commits"): for the flow's only step that is the run's end, so the two are one commit, and a crash
+/// between them leaves neither.
+#[sqlx::test(migrations = false)]
+async fn a_transactional_last_step_commits_with_the_runs_end_so_a_crash_between_leaves_neither(pool: PgPool) {
+    let (_, done) = crash_once_at(&pool, Effect::InStepTx, |p| {
+        matches!(p, HookPoint::BeforeFinish { .. })
+    })
+    .await;
+    assert_eq!(
+        effects(&pool).await.len(),
+        1,
+        "the crashed execution's write went with its end: the effect happened once"
+    );
+    assert_eq!(
+        done.output,
+        Some(json!([1, 2])),
+        "the step ran again in the second execution (nothing of the first was on record)"
+    );
+    let one_commit: bool = sqlx::query_scalar(
+        "select e.xmin::text = a.xmin::text and a.xmin::text = r.xmin::text \
+         from effects e, workflow.step_attempts a, workflow.runs r \
+         where a.run_id = $1 and a.step_name = 'effect' and r.id = $1",
+    )
+    .bind(done.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        one_commit,
+        "the effect, the step's record and the run's end were written by one transaction"
     );
 }
 

@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::wait::waiting_record;
-use super::{ParkReason, WorkflowContext};
+use super::{Held, ParkReason, WorkflowContext};
 use crate::core::{self, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
 use crate::error::{RunError, WorkflowError};
 use crate::store::{self, AttemptEnd, ChildStart, NewAttempt, WaitStart};
@@ -87,32 +87,37 @@ impl WorkflowContext {
         let child_id = wait.child_run_id.ok_or_else(|| {
             WorkflowError::failed("corrupt_history", format!("step {index} has no child run"))
         })?;
-        let child = {
-            let mut conn = self.inner.pool.acquire().await?;
-            store::run_info(&mut conn, child_id).await.map_err(|e| match e {
-                crate::Error::Database(e) => WorkflowError::Database(e),
-                other => WorkflowError::failed("corrupt_history", other.to_string()),
-            })?
-        };
+        // The child's state is read in the transaction that records the wait's end: one commit
+        // for both (a read on its own was a commit of its own). Whatever waits for the execution's
+        // next write is written first, on its own: this execution holds one connection at a time.
+        self.write_deferred().await?;
+        let mut tx = self.begin_held().await?;
+        let child = store::run_info(&mut tx, child_id).await.map_err(|e| match e {
+            crate::Error::Database(e) => WorkflowError::Database(e),
+            other => WorkflowError::failed("corrupt_history", other.to_string()),
+        })?;
         let child = child
             .ok_or_else(|| WorkflowError::failed("corrupt_history", format!("no child run {child_id}")))?;
         let now = self.now();
         match core::decide_wait(child.status.is_terminal(), wait.wake_at.unwrap_or(now), now) {
+            // Woken before the child ended (and before the timeout): the read rolls back.
             WaitDecision::ParkUntil(until) => Err(self.suspend(until, ParkReason::Timer)),
             WaitDecision::Resolved { timed_out } => {
-                self.write_deferred().await?;
                 let output = if timed_out {
                     json!({ "status": "timed_out", "run_id": child_id })
                 } else {
                     json!({ "status": child.status, "run_id": child_id, "output": child.output, "error": child.error })
                 };
-                let mut tx = self.inner.pool.begin().await?;
                 let end = AttemptEnd::Completed(&output);
                 store::close_attempt(&mut *tx, &self.inner.lease, index, wait.attempt, end, now).await?;
                 if timed_out {
                     store::request_cancel(&mut tx, child_id, now, self.inner.wake_channel).await?;
                 }
-                tx.commit().await?;
+                // Committed by the execution's next write (see `run`, "Held commits").
+                self.hold(Held {
+                    tx,
+                    after_commit: Vec::new(),
+                });
                 let child_create: Vec<(String, String)> = child
                     .traceparent
                     .iter()

@@ -25,6 +25,7 @@
 mod child;
 mod run;
 
+pub(crate) use run::AfterCommit;
 pub use run::{StepTransaction, StepTx};
 mod signal;
 mod wait;
@@ -32,7 +33,7 @@ mod wait;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -93,6 +94,10 @@ struct ExecState {
     /// records"): the next step writes it before it does anything, a park or the run's end writes it
     /// in its own statement.
     ended: Option<AttemptRow>,
+    /// A transaction that recorded a step's end and waits for the execution's next write to commit
+    /// (see `run`, "Held commits"): the next step commits it before it does anything, a park or the
+    /// run's end commits it with their own statement.
+    held: Option<Held>,
     /// The names of the signals in the mailbox, as the claim saw them, less those this execution
     /// took: where a wait looks before it parks (see `wait_for_signal`).
     mailbox: Vec<String>,
@@ -110,8 +115,49 @@ pub(crate) struct ContextSummary {
     pub suspended: Option<(OffsetDateTime, ParkReason)>,
     pub wait_start: Option<WaitStart>,
     pub ended: Option<AttemptRow>,
+    pub held: Option<Held>,
     pub awaiting: Option<String>,
     pub aborted: bool,
+}
+
+/// A step's transaction whose commit waits for the execution's next write (see `run`, "Held
+/// commits"), with what runs once it has committed. Dropped, it rolls back: as a crash would.
+pub(crate) struct Held {
+    pub tx: Transaction<'static, Postgres>,
+    pub after_commit: Vec<AfterCommit>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("after_commit", &self.after_commit.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `BEGIN` for a transaction that may be held, in the same round trip: PostgreSQL ends the session
+/// if it sits idle in the transaction longer than the worker's lease. A held transaction's record
+/// holds a share lock on the run's row, and the claim skips locked rows, so without the bound a
+/// worker that hung (alive, connection open) between a step and its park would keep every other
+/// worker from taking the run over; with it the run is free once the lease has run out, as it is
+/// after a crash. A step's own code that sits idle in its transaction that long is ended too, and
+/// its attempt fails as a database error would.
+fn begin_held(lease: Duration) -> String {
+    format!(
+        "begin; set local idle_in_transaction_session_timeout = {}",
+        lease.as_millis().clamp(1, i32::MAX as u128)
+    )
+}
+
+impl Held {
+    /// Commits, then runs what waited for the commit.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        for f in self.after_commit {
+            f();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -128,6 +174,8 @@ struct Inner {
     wake_channel: store::WakeChannel,
     hooks: Option<Arc<dyn Hooks>>,
     record_start_after: Duration,
+    /// `BEGIN` for a transaction that may be held (see `run`, "Held commits").
+    begin_held: String,
     state: Mutex<ExecState>,
 }
 
@@ -152,6 +200,8 @@ pub(crate) struct ContextParts {
     pub wake_channel: store::WakeChannel,
     pub hooks: Option<Arc<dyn Hooks>>,
     pub record_start_after: Duration,
+    /// The worker's lease: how long a held transaction may sit idle before the server ends it.
+    pub lease_length: Duration,
     pub interrupts: InterruptState,
     pub mailbox: Vec<String>,
 }
@@ -172,6 +222,7 @@ impl WorkflowContext {
                 wake_channel: parts.wake_channel,
                 hooks: parts.hooks,
                 record_start_after: parts.record_start_after,
+                begin_held: begin_held(parts.lease_length),
                 state: Mutex::new(ExecState {
                     next_index: 0,
                     replayed: 0,
@@ -179,6 +230,7 @@ impl WorkflowContext {
                     suspended: None,
                     wait_start: None,
                     ended: None,
+                    held: None,
                     mailbox: parts.mailbox,
                     awaiting: None,
                     aborted: false,
@@ -213,6 +265,7 @@ impl WorkflowContext {
             suspended: s.suspended,
             wait_start: s.wait_start.clone(),
             ended: s.ended.take(),
+            held: s.held.take(),
             awaiting: s.awaiting.take(),
             aborted: s.aborted,
         }
@@ -228,14 +281,43 @@ impl WorkflowContext {
         );
     }
 
-    /// Writes the deferred attempt row now, if there is one, in one statement fenced by the lease.
-    /// Every step calls this before it writes anything or runs any code of its own; only a wait that
-    /// parks at once leaves the row to its park.
+    /// Begins a transaction that may be held for the execution's next write (see `run`, "Held
+    /// commits").
+    async fn begin_held(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.inner
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(self.inner.begin_held.clone()))
+            .await
+    }
+
+    /// Holds `tx`, in which a step's end is recorded, for the execution's next write to commit
+    /// (see `run`, "Held commits").
+    fn hold(&self, held: Held) {
+        let earlier = self.state().held.replace(held);
+        debug_assert!(
+            earlier.is_none(),
+            "every step commits the held transaction before it runs"
+        );
+    }
+
+    /// Writes what waits for the execution's next write, now: the held transaction (with the
+    /// deferred row in it, if there is one) commits, or the deferred row is written in one statement
+    /// fenced by the lease. Every step calls this before it writes anything or runs any code of its
+    /// own; only a wait that parks at once leaves both to its park.
     async fn write_deferred(&self) -> Result<(), WorkflowError> {
-        let row = self.state().ended.take();
-        match row {
-            Some(row) => store::record_row(&self.inner.pool, &self.inner.lease, &row).await,
-            None => Ok(()),
+        let (row, held) = {
+            let mut s = self.state();
+            (s.ended.take(), s.held.take())
+        };
+        match (held, row) {
+            (Some(mut held), row) => {
+                if let Some(row) = row {
+                    store::record_row(&mut *held.tx, &self.inner.lease, &row).await?;
+                }
+                Ok(held.commit().await?)
+            }
+            (None, Some(row)) => store::record_row(&self.inner.pool, &self.inner.lease, &row).await,
+            (None, None) => Ok(()),
         }
     }
 

@@ -37,6 +37,19 @@
 //! also one commit where `run` plus the step's own transaction are two. A failed attempt's writes are
 //! rolled back; the failure is recorded on its own. Work that is not a database write (a provider's
 //! call) goes before the first `transaction()`, so no transaction is held open across it.
+//!
+//! # Held commits
+//! A transactional step's transaction, with its record, does not commit when the step returns but
+//! with the execution's next write, as a quick step's deferred row does: the next step commits it
+//! before it does anything of its own (the commit the step would have cost at once), while a wait
+//! that parks at once and the run's end run their own statement inside it and commit once. So the
+//! step that places a ticket and the wait for the kitchen after it are one commit, and so are the
+//! last step of a run and its end. Between the two only the workflow's own code runs, which must not
+//! block (it is deterministic orchestration; work belongs in steps): the transaction, and the locks
+//! its writes took, are held that long. A crash in between rolls the step back with the park, and
+//! the step runs again under its idempotency key, as after a crash before its commit; a park or an
+//! end refused by the fence rolls it back too, since the lease's new holder runs it again.
+//! [`StepTx::after_commit`] callbacks run after that commit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +61,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
 
-use super::{ParkReason, StepContext, WorkflowContext};
+use super::{Held, ParkReason, StepContext, WorkflowContext};
 use crate::core::{self, AttemptAction, RetryPolicy, StepDecision, StepKind};
 use crate::error::{StepError, WorkflowError};
 use crate::hooks::HookPoint;
@@ -65,12 +78,14 @@ pub type StepTransaction =
 #[derive(Clone)]
 pub struct StepTx {
     pool: PgPool,
+    /// `BEGIN` for a transaction that may be held (see `context::begin_held`).
+    begin: String,
     tx: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
     after_commit: Arc<std::sync::Mutex<Vec<AfterCommit>>>,
 }
 
 /// What [`StepTx::after_commit`] keeps.
-type AfterCommit = Box<dyn FnOnce() + Send>;
+pub(crate) type AfterCommit = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for StepTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,16 +94,17 @@ impl std::fmt::Debug for StepTx {
 }
 
 impl StepTx {
-    fn new(pool: PgPool) -> Self {
+    fn new(pool: PgPool, begin: String) -> Self {
         Self {
             pool,
+            begin,
             tx: Arc::new(Mutex::new(None)),
             after_commit: Arc::default(),
         }
     }
 
-    /// Runs `f` once the step's transaction has committed (with the attempt's record), and never if
-    /// it does not: where a step whose writes hand work to a loop of its own process wakes that loop
+    /// Runs `f` once the step's transaction has committed (with the attempt's record, at the
+    /// execution's next write: see "Held commits" in the module docs), and never if it does not: where a step whose writes hand work to a loop of its own process wakes that loop
     /// (an outbox row for the relay, say), since the commit happens in the engine, after the step's
     /// code has returned.
     pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
@@ -104,14 +120,16 @@ impl StepTx {
     }
 
     /// The step's transaction, begun on the first call. Hold it only while writing: the engine
-    /// takes it back when the step's code returns, records the attempt in it, and commits.
+    /// takes it back when the step's code returns, records the attempt in it, and commits it with the
+    /// execution's next write.
     pub async fn transaction(&self) -> Result<StepTransaction, sqlx::Error> {
         // An owned guard: a borrowed one (`MappedMutexGuard<'a, _>`) is `Send` only under a `T: 'a`
         // bound that the compiler cannot prove for every lifetime inside a workflow's future, so a
         // workflow holding one across an `.await` would not be `Send`.
         let mut guard = self.tx.clone().lock_owned().await;
         if guard.is_none() {
-            *guard = Some(self.pool.begin().await?);
+            let begin = sqlx::AssertSqlSafe(self.begin.clone());
+            *guard = Some(self.pool.begin_with(begin).await?);
         }
         Ok(OwnedMutexGuard::map(guard, |tx| {
             tx.as_mut().expect("begun above")
@@ -152,7 +170,7 @@ impl WorkflowContext {
         F: FnOnce(StepContext, StepTx) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
-        let tx = StepTx::new(self.inner.pool.clone());
+        let tx = StepTx::new(self.inner.pool.clone(), self.inner.begin_held.clone());
         let handle = tx.clone();
         let result = self
             .run_inner(name, policy, move |step| f(step, handle), Some(tx))
@@ -301,11 +319,9 @@ impl WorkflowContext {
         match tx {
             Some(mut tx) => {
                 record_end(&mut *tx, &self.inner.lease, row, recorded_running).await?;
-                tx.commit().await?;
-                let committed = step_tx.as_ref().map(StepTx::committed).unwrap_or_default();
-                for f in committed {
-                    f();
-                }
+                // Committed by the execution's next write ("Held commits").
+                let after_commit = step_tx.as_ref().map(StepTx::committed).unwrap_or_default();
+                self.hold(Held { tx, after_commit });
             }
             // A quick step: its row waits for the execution's next write (module docs).
             None if !recorded_running => self.defer(store::AttemptRow::new(row)?),

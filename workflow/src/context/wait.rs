@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ParkReason, WorkflowContext};
+use super::{Held, ParkReason, WorkflowContext};
 use crate::core::{self, AttemptRecord, AttemptStatus, RetryPolicy, StepDecision, StepKind, WaitDecision};
 use crate::error::WorkflowError;
 use crate::store::{self, AttemptEnd, NewAttempt, RecordedAttempt, WaitStart};
@@ -141,7 +141,7 @@ impl WorkflowContext {
             return Err(self.park_new_wait(start, until));
         }
         self.write_deferred().await?;
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = self.begin_held().await?;
         store::fence(&mut tx, &self.inner.lease).await?;
         // Taking the signal and completing the wait commit together: a crash in between loses neither.
         let signal = store::consume_signal(&mut tx, self.run_id(), name, index, now).await?;
@@ -164,7 +164,11 @@ impl WorkflowContext {
                     };
                     store::insert_attempt(&mut tx, self.run_id(), row).await?;
                 }
-                tx.commit().await?;
+                // The park commits it (see `run`, "Held commits").
+                self.hold(Held {
+                    tx,
+                    after_commit: Vec::new(),
+                });
                 self.state().awaiting = Some(name.to_owned());
                 Err(self.suspend(until, ParkReason::Timer))
             }
@@ -190,7 +194,13 @@ impl WorkflowContext {
                     let end = AttemptEnd::Completed(&output);
                     store::close_attempt(&mut *tx, &self.inner.lease, index, attempt, end, now).await?;
                 }
-                tx.commit().await?;
+                // Committed by the execution's next write, as a transactional step's is (see `run`,
+                // "Held commits"): a park that follows the wait (a sleep after a delivery, say)
+                // commits both at once.
+                self.hold(Held {
+                    tx,
+                    after_commit: Vec::new(),
+                });
                 self.emit_wait(ResolvedWait {
                     kind: "signal",
                     step_name: name,
