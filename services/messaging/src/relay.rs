@@ -532,6 +532,11 @@ impl Relay {
             let claim = room > 0 && now >= next_claim;
             let mark = claim || settled.len() >= self.config.batch_size as usize;
             if mark {
+                if claim && let Some(listener) = listener.as_mut() {
+                    // This claim reads every row announced so far: the announcements waiting would
+                    // only wake the relay again to find nothing (an empty claim is a commit).
+                    listener.clear();
+                }
                 let limit = if claim {
                     room.min(self.config.batch_size as usize)
                 } else {

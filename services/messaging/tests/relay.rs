@@ -611,6 +611,63 @@ async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_
     fixture.stop().await;
 }
 
+/// Announcements that queue up while the relay is busy are covered by its next claim, which reads
+/// every row committed before it: that claim forgets them, instead of waking once for each to find
+/// nothing. On one thread, the relay runs only when the test awaits, so all ten announcements are
+/// waiting when it wakes.
+#[tokio::test(flavor = "current_thread")]
+async fn announcements_waiting_for_a_busy_relay_cost_one_claim_not_one_each() {
+    logs();
+    let fixture = Fixture::new("announced_once", 1).await;
+    outbox_wake(&fixture.pool, &fixture.schema, Source::Process)
+        .await
+        .unwrap();
+    let outbox = fixture.outbox();
+    let (stop, _) = watch::channel(false);
+    let relay = spawn_relay(
+        &fixture,
+        &fixture.kafka,
+        RelayConfig {
+            poll_interval: Duration::from_secs(3600),
+            wakes: Some(Source::Process),
+            ..quick()
+        },
+        &stop,
+    );
+    // The relay's first look, at its start, finds nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for seq in 0..10 {
+        enqueue(
+            &fixture,
+            &outbox,
+            &fixture.topic,
+            Uuid::now_v7(),
+            seq,
+            "margherita",
+        )
+        .await;
+    }
+    // Ten commits announced one after another, as ten steps would; nothing awaits in between.
+    for _ in 0..10 {
+        outbox.announce(&fixture.pool);
+    }
+    let in_topic = |n: usize| records_when(fixture.topic.clone(), n);
+    eventually(LIMIT, "the ten rows sent", || in_topic(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(true);
+    let stats = relay.await.unwrap();
+    assert_eq!(stats.published, 10);
+    assert!(
+        stats.rounds <= 3,
+        "one claim at the start and one for the ten announcements (one more if the start raced the \
+         first look), not one claim each: {} rounds",
+        stats.rounds
+    );
+    fixture.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listening_relay_publishes_a_committed_row_at_once_instead_of_at_its_next_poll() {
     logs();

@@ -213,6 +213,17 @@ impl Subscription {
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
+
+    /// Forgets every event received so far: for a reader about to look at everything they could
+    /// have announced (a claim that reads the whole table). A commit is announced after it is
+    /// done, so what was announced before the look began is in the look; without this, each
+    /// announcement that queued up while the reader was busy would wake it once more, to find
+    /// nothing.
+    pub fn clear(&mut self) {
+        self.first = None;
+        // A lag only means more was dropped than kept: go on until nothing is left.
+        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = self.receiver.try_recv() {}
+    }
 }
 
 impl Inner {
