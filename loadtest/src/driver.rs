@@ -254,17 +254,23 @@ pub const TERMINAL: &[&str] = &["completed", "cancelled", "rejected"];
 /// very orders the bench times: the tester's own reads slowed what it measured.
 const SETTLE_LOOKS_IN_FLIGHT: usize = 64;
 
+/// What [`settle`] found, and what it cost the shop.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// The last state of each order, in the order asked.
+    pub states: Vec<OrderState>,
+    /// The `GET /orders/{id}` the order service answered (each one statement, one commit, in its
+    /// database): what the bench leaves out of the platform's commits per order.
+    pub looks: u64,
+}
+
 /// Polls every order until it is terminal or `timeout` has passed; returns the last state of each.
-pub async fn settle(
-    target: &Target,
-    orders: &[Uuid],
-    timeout: Duration,
-    progress: &Progress,
-) -> Vec<OrderState> {
+pub async fn settle(target: &Target, orders: &[Uuid], timeout: Duration, progress: &Progress) -> Settled {
     let client = http_client(Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
     let mut states: std::collections::BTreeMap<Uuid, OrderState> = Default::default();
     let mut pending: Vec<Uuid> = orders.to_vec();
+    let mut looks = 0u64;
     loop {
         let round: Vec<(Uuid, Option<OrderState>)> = futures::stream::iter(pending.iter().map(|id| {
             let client = client.clone();
@@ -276,6 +282,7 @@ pub async fn settle(
         .collect()
         .await;
         pending.clear();
+        looks += round.iter().filter(|(_, state)| state.is_some()).count() as u64;
         for (id, state) in round {
             match state {
                 Some(s) if s.terminal => {
@@ -294,7 +301,7 @@ pub async fn settle(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    orders
+    let states = orders
         .iter()
         .map(|id| {
             states.remove(id).unwrap_or(OrderState {
@@ -306,7 +313,8 @@ pub async fn settle(
                 end_to_end_s: None,
             })
         })
-        .collect()
+        .collect();
+    Settled { states, looks }
 }
 
 /// One `GET /orders/{id}`; `None` when the service did not answer (it may be restarting).

@@ -123,7 +123,8 @@ pub async fn run(
         options.settle_timeout
     ));
     let settle_started = Instant::now();
-    let states = driver::settle(target, &accepted, options.settle_timeout, &progress).await;
+    let driver::Settled { states, looks } =
+        driver::settle(target, &accepted, options.settle_timeout, &progress).await;
     let settle_s = settle_started.elapsed().as_secs_f64();
     let orders = match sqlx::PgPool::connect(&target.database_url).await {
         Ok(pool) => {
@@ -191,6 +192,7 @@ pub async fn run(
         latency_ms: latency,
         end_to_end_ms: report::end_to_end(&states),
         settle_s,
+        settle_looks: looks,
         pass: orders.lost.is_empty() && orders.duplicated_side_effects == 0,
         orders,
         traces: trace_summary,

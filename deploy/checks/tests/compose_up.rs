@@ -331,7 +331,9 @@ async fn one_order(stack: &Stack) -> anyhow::Result<()> {
     let body: Value = response.json().await?;
     let id: uuid::Uuid = scalar(&body["order_id"]).parse().context("an order_id")?;
     let progress = Progress::new("compose", 1, true);
-    let state = driver::settle(&target, &[id], Duration::from_secs(180), &progress).await;
+    let state = driver::settle(&target, &[id], Duration::from_secs(180), &progress)
+        .await
+        .states;
     ensure!(state[0].status == "completed", "order {id} ended {:?}", state[0]);
     let verdict = pizza_load::traces::collect(
         &target,

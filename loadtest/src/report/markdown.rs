@@ -70,14 +70,15 @@ impl Report {
         let statuses: Vec<String> = o.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             md,
-            "{} accepted; final states: {}. Waited {:.1} s for terminal states.\n",
+            "{} accepted; final states: {}. Waited {:.1} s for terminal states ({} looks at an order).\n",
             o.accepted,
             if statuses.is_empty() {
                 "none".into()
             } else {
                 statuses.join(", ")
             },
-            self.settle_s
+            self.settle_s,
+            self.settle_looks
         );
         let _ = writeln!(md, "| check | orders with more than one | error |");
         let _ = writeln!(md, "|---|---|---|");

@@ -56,6 +56,9 @@ pub struct Report {
     pub end_to_end_ms: Percentiles,
     /// Seconds spent waiting for terminal states.
     pub settle_s: f64,
+    /// `GET /orders/{id}` the order service answered while the tester waited (one commit each).
+    #[serde(default)]
+    pub settle_looks: u64,
     /// Orders.
     pub orders: OrdersVerdict,
     /// Traces (absent with `--no-traces` or a disabled SDK).
@@ -232,6 +235,7 @@ pub(crate) mod tests {
             latency_ms: latency,
             end_to_end_ms: Percentiles::default(),
             settle_s: 1.0,
+            settle_looks: 0,
             orders,
             traces: Some(traces),
             faults: vec![],
