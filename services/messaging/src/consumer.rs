@@ -115,8 +115,6 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message as _, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -126,7 +124,9 @@ use crate::cloudevents::{Envelope, peek_id};
 use crate::dead_letter::{DeadLetter, Parking};
 use crate::faults::{self, SharedFaultHooks};
 use crate::inbox::{Inbox, Origin};
-use crate::kafka::{GroupWatch, KafkaContext, consumer_config, dead_letter_producer_config};
+use crate::kafka::{
+    AnsweringProducer, GroupWatch, KafkaContext, consumer_config, dead_letter_producer_config,
+};
 use crate::metrics::ConsumerMetrics;
 use crate::relay::kafka_error_type;
 use crate::schema::Schema;
@@ -373,7 +373,7 @@ pub struct Consumer<H: Handler> {
     inbox: Inbox,
     parked: Parking,
     consumer: StreamConsumer<KafkaContext>,
-    dead_letters: FutureProducer<KafkaContext>,
+    dead_letters: AnsweringProducer,
     config: ConsumerConfig,
     handler: H,
     metrics: ConsumerMetrics,
@@ -428,12 +428,15 @@ impl<H: Handler> Consumer<H> {
         })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let dead_letters = dead_letter_producer_config(kafka).create_with_context(KafkaContext {
-            role: "dead-letter",
-            group: None,
-            lag: None,
-            group_watch: None,
-        })?;
+        let dead_letters = AnsweringProducer::create(
+            &dead_letter_producer_config(kafka),
+            KafkaContext {
+                role: "dead-letter",
+                group: None,
+                lag: None,
+                group_watch: None,
+            },
+        )?;
         Ok(Self {
             pool,
             parked: Parking::new(&schema),
@@ -969,19 +972,27 @@ impl<H: Handler> Consumer<H> {
             Some(&process_span.context()),
         );
         let headers = tk::inject(&span, &topic, letter.headers(message.headers()));
-        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        match self
-            .dead_letters
-            .send(record, Timeout::Never)
-            .instrument(span.clone())
-            .await
-        {
+        // Like `FutureProducer::send` with no timeout: a full local queue is waited out.
+        let answered = async {
+            loop {
+                match self
+                    .dead_letters
+                    .send(&topic, message.key(), message.payload(), headers.clone())
+                {
+                    Ok(answer) => {
+                        return match answer.await {
+                            Ok(answered) => answered.map_err(|(error, _)| error),
+                            Err(_canceled) => Err(KafkaError::Canceled),
+                        };
+                    }
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        match answered.instrument(span.clone()).await {
             Ok(delivery) => {
                 tk::record_sent(&span, delivery.partition, delivery.offset);
                 process_span.set_attribute(pizza::DEAD_LETTER_TOPIC, topic.clone());
@@ -991,7 +1002,7 @@ impl<H: Handler> Consumer<H> {
                 );
                 Ok(())
             }
-            Err((error, _)) => {
+            Err(error) => {
                 tk::record_error(&span, kafka_error_type(&error));
                 Err(error)
             }

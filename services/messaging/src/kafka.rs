@@ -4,14 +4,23 @@
 //! callers pass a base [`ClientConfig`] with the connection (`bootstrap.servers`, security), and these
 //! functions add what makes "sent" mean "stored" and "consumed" mean "processed".
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::channel::oneshot;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Gauge;
 use pizza_telemetry::attributes::semconv;
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
+use rdkafka::Message as _;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{OwnedHeaders, ToBytes};
+use rdkafka::producer::future_producer::{Delivery, OwnedDeliveryResult};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::statistics::Statistics;
 
 /// The relay's producer: idempotent with `acks=all`, and no local delivery timeout.
@@ -206,6 +215,111 @@ impl ClientContext for KafkaContext {
 
 impl ConsumerContext for KafkaContext {}
 
+/// Each record's answer goes to the channel it was sent with (see [`AnsweringProducer`]).
+impl ProducerContext for KafkaContext {
+    type DeliveryOpaque = Box<oneshot::Sender<OwnedDeliveryResult>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, answer: Self::DeliveryOpaque) {
+        let owned = match result {
+            Ok(message) => Ok(Delivery {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp: message.timestamp(),
+            }),
+            Err((error, message)) => Err((error.clone(), message.detach())),
+        };
+        // The sender stopped waiting (its relay or consumer is gone): nobody to tell.
+        let _ = answer.send(owned);
+    }
+}
+
+/// How long the answering thread waits for a delivery report before it looks whether to stop: at
+/// most this long to drop an [`AnsweringProducer`] (off the runtime), and the only wake-up of an idle
+/// producer.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// A producer whose delivery reports a thread of its own hands back, each to the channel its record
+/// was sent with: rdkafka's `FutureProducer`, with one difference that matters at rest.
+/// `FutureProducer`'s thread polls with a 100 ms deadline, and rdkafka turns the deadline's
+/// remainder into whole milliseconds, so in the last millisecond of every poll it polls without
+/// waiting, over and over: about 1% of a core per producer with nothing to send, two producers per
+/// service (the relay's and the consumer's dead letters), which was nearly all of an idle service's
+/// CPU. Here the thread waits [`ANSWER_WAIT`]; the spin is the same millisecond a second.
+pub(crate) struct AnsweringProducer {
+    producer: Arc<BaseProducer<KafkaContext>>,
+    stop: Arc<AtomicBool>,
+    answering: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnsweringProducer {
+    /// A producer with `config` and `context`, and its answering thread.
+    pub(crate) fn create(config: &ClientConfig, context: KafkaContext) -> KafkaResult<Self> {
+        let producer: Arc<BaseProducer<KafkaContext>> = Arc::new(config.create_with_context(context)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let answering = {
+            let (producer, stop) = (producer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("kafka answers".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.poll(ANSWER_WAIT);
+                    }
+                })
+                .map_err(|e| KafkaError::ClientCreation(format!("starting the answering thread: {e}")))?
+        };
+        Ok(Self {
+            producer,
+            stop,
+            answering: Some(answering),
+        })
+    }
+
+    /// The client, for its fatal error.
+    pub(crate) fn client(&self) -> &Client<KafkaContext> {
+        self.producer.client()
+    }
+
+    /// Hands a record to the producer: its answer arrives on the returned channel (`Canceled` only if
+    /// the producer was dropped without answering). Fails at once when librdkafka refuses the
+    /// record (its queue is full, say).
+    pub(crate) fn send<K, P>(
+        &self,
+        topic: &str,
+        key: Option<&K>,
+        payload: Option<&P>,
+        headers: OwnedHeaders,
+    ) -> Result<oneshot::Receiver<OwnedDeliveryResult>, KafkaError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let (answer, answered) = oneshot::channel();
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(answer)).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record)
+            .map(|()| answered)
+            .map_err(|(error, _)| error)
+    }
+}
+
+/// Blocks until the answering thread has stopped (up to [`ANSWER_WAIT`]); then the producer itself
+/// drops, which purges what it still holds and answers those records as not sent. Drop it off the
+/// runtime.
+impl Drop for AnsweringProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(answering) = self.answering.take() {
+            let _ = answering.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +328,34 @@ mod tests {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", "127.0.0.1:1");
         c
+    }
+
+    fn context() -> KafkaContext {
+        KafkaContext {
+            role: "relay",
+            group: None,
+            lag: None,
+            group_watch: None,
+        }
+    }
+
+    /// What the relay's replacement of a stalled producer relies on: a record the producer still
+    /// holds when it is dropped is answered, as not sent, not left without an answer.
+    #[tokio::test]
+    async fn a_record_still_held_when_the_producer_is_dropped_is_answered_as_not_sent() {
+        // Nothing listens on port 1: the record stays in the producer's queue.
+        let producer = AnsweringProducer::create(&relay_producer_config(&base()), context()).unwrap();
+        let answer = producer
+            .send::<str, [u8]>("t", Some("k"), Some(b"v".as_slice()), OwnedHeaders::new())
+            .unwrap();
+        tokio::task::spawn_blocking(move || drop(producer)).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered when the producer went")
+            .expect("answered, not abandoned");
+        let (error, message) = answered.expect_err("not sent");
+        assert!(matches!(error, KafkaError::MessageProduction(_)), "{error:?}");
+        assert_eq!(message.key(), Some(b"k".as_slice()));
     }
 
     #[test]

@@ -118,6 +118,7 @@ use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::channel::oneshot;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use opentelemetry::KeyValue;
 use pizza_notify::{Event, Notifications, Source, Subscription};
@@ -126,7 +127,7 @@ use pizza_telemetry::kafka::{self as tk, Outgoing};
 use pizza_telemetry::propagation;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::time::Instant;
@@ -135,7 +136,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use crate::faults::{self, SharedFaultHooks};
-use crate::kafka::{KafkaContext, relay_producer_config};
+use crate::kafka::{AnsweringProducer, KafkaContext, relay_producer_config};
 use crate::metrics::RelayMetrics;
 use crate::outbox::{Outbox, PendingRow};
 use crate::schema::Schema;
@@ -380,7 +381,7 @@ pub struct Relay {
     turns: PgPool,
     outbox: Outbox,
     producer_config: ClientConfig,
-    producer: FutureProducer<KafkaContext>,
+    producer: AnsweringProducer,
     config: RelayConfig,
     /// The name written in `claimed_by`.
     me: String,
@@ -415,13 +416,16 @@ fn turn_pool(pool: &PgPool) -> PgPool {
     pizza_notify::ordered_scan_pool(pool)
 }
 
-fn create_producer(config: &ClientConfig) -> Result<FutureProducer<KafkaContext>, KafkaError> {
-    config.create_with_context(KafkaContext {
-        role: "relay",
-        group: None,
-        lag: None,
-        group_watch: None,
-    })
+fn create_producer(config: &ClientConfig) -> Result<AnsweringProducer, KafkaError> {
+    AnsweringProducer::create(
+        config,
+        KafkaContext {
+            role: "relay",
+            group: None,
+            lag: None,
+            group_watch: None,
+        },
+    )
 }
 
 /// The answers in flight.
@@ -710,7 +714,7 @@ impl Relay {
     fn send(
         &self,
         row: PendingRow,
-    ) -> Result<(InFlight, rdkafka::producer::DeliveryFuture), (i64, Settle, bool)> {
+    ) -> Result<(InFlight, oneshot::Receiver<OwnedDeliveryResult>), (i64, Settle, bool)> {
         let Some(attributes) = row.attributes() else {
             // Only a hand-written row can get here; it can never be published, so give up on it now.
             tracing::error!(
@@ -762,11 +766,13 @@ impl Relay {
             return Err((row.id, settle, true));
         }
         let headers = tk::inject(&span, &row.topic, attributes.to_headers());
-        let record = FutureRecord::to(&row.topic)
-            .key(row.message_key.as_str())
-            .payload(row.payload.as_slice())
-            .headers(headers);
-        match self.producer.send_result(record) {
+        let sent = self.producer.send(
+            &row.topic,
+            Some(row.message_key.as_str()),
+            Some(row.payload.as_slice()),
+            headers,
+        );
+        match sent {
             Ok(delivery) => Ok((
                 InFlight {
                     id: row.id,
@@ -776,7 +782,7 @@ impl Relay {
                 },
                 delivery,
             )),
-            Err((error, _)) => {
+            Err(error) => {
                 tk::record_error(&span, kafka_error_type(&error));
                 self.count_failure(&row.topic, &error);
                 let settle = after_failure(
