@@ -747,6 +747,16 @@ async fn a_panicking_workflow_fails_its_run_instead_of_retrying_forever(pool: Pg
     assert_eq!(done.executions, 1);
 }
 
+/// Waits until `run` is parked with `step` in its history.
+async fn parked_with(engine: &Engine, run: Uuid, step: &str) {
+    eventually(&format!("run {run} parked at {step}"), WAIT, || async {
+        let history = engine.history(run).await.unwrap();
+        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
+        (parked && history.iter().any(|s| s.step_name == step)).then_some(())
+    })
+    .await;
+}
+
 /// Whether the attempt of `step` in `status` was written by the transaction that last wrote the
 /// run's row (its park, or its end): `xmin` is the id of the transaction that wrote a row version.
 async fn written_with_run(pool: &PgPool, run: Uuid, step: &str, status: &str) -> bool {
@@ -798,23 +808,13 @@ async fn a_wait_that_parks_the_run_is_recorded_in_the_parks_own_transaction(pool
         "the child run, its wait's row and the parent's park: one commit"
     );
     engine.signal(child, "release", &(), None).await.unwrap();
-    eventually("the signal wait parked", WAIT, || async {
-        let history = engine.history(run).await.unwrap();
-        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
-        (parked && history.iter().any(|s| s.step_name == "go")).then_some(())
-    })
-    .await;
+    parked_with(&engine, run, "go").await;
     assert!(
         wait_written_with_park(&pool, run, "go").await,
         "the signal wait's row and the park: one commit"
     );
     engine.signal(run, "go", &"now", None).await.unwrap();
-    eventually("the sleep parked", WAIT, || async {
-        let history = engine.history(run).await.unwrap();
-        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
-        (parked && history.iter().any(|s| s.step_name == "rest")).then_some(())
-    })
-    .await;
+    parked_with(&engine, run, "rest").await;
     assert!(
         wait_written_with_park(&pool, run, "rest").await,
         "the sleep's row and the park: one commit"
@@ -969,12 +969,7 @@ async fn a_transactional_step_and_a_resolved_wait_commit_with_the_park_after_the
     .unwrap();
     assert!(effect_with_park, "the step's own write went with the park");
     engine.signal(run, "go", &(), None).await.unwrap();
-    eventually("the sleep parked", WAIT, || async {
-        let history = engine.history(run).await.unwrap();
-        let parked = engine.status(run).await.unwrap().status == RunStatus::Sleeping;
-        (parked && history.iter().any(|s| s.step_name == "rest")).then_some(())
-    })
-    .await;
+    parked_with(&engine, run, "rest").await;
     assert!(
         written_with_run(&pool, run, "go", "completed").await,
         "the signal taken, the wait's end and the sleep's park: one commit"

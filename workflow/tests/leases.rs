@@ -215,6 +215,12 @@ async fn stale_holder_wakes_after_takeover(pool: PgPool, stall: Stall, effect: E
     (engine, run)
 }
 
+/// Whether `sql`, a yes-or-no question about the run `$1`, says yes (`xmin` is the id of the
+/// transaction that wrote a row version: equal ones were written by one transaction).
+async fn holds(pool: &PgPool, sql: &'static str, run: Uuid) -> bool {
+    sqlx::query_scalar(sql).bind(run).fetch_one(pool).await.unwrap()
+}
+
 async fn effects(pool: &PgPool) -> Vec<(String, i32)> {
     sqlx::query_as("select idempotency_key, attempt from effects order by id")
         .fetch_all(pool)
@@ -251,21 +257,23 @@ async fn a_stale_lease_holder_that_records_a_step_result_after_a_takeover_is_fen
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_stale_lease_holders_transactional_step_writes_nothing_after_a_takeover(pool: PgPool) {
-    let (engine, run) =
-        stale_holder_wakes_after_takeover(pool.clone(), Stall::StepResult, Effect::InStepTx).await;
-    let effects = effects(&pool).await;
-    assert_eq!(
-        effects.len(),
-        1,
-        "the stale attempt's write was refused with its record; only the rescuer's landed"
-    );
+/// A stale holder of a transactional step stalled at `stall`, taken over: the stale attempt's write
+/// went with its transaction (refused with its record, or rolled back with its held commit), and
+/// the rescuer's execution ran the step and ended the run.
+async fn only_the_rescuers_write_landed(pool: &PgPool, stall: Stall) {
+    let (engine, run) = stale_holder_wakes_after_takeover(pool.clone(), stall, Effect::InStepTx).await;
+    let effects = effects(pool).await;
+    assert_eq!(effects.len(), 1, "only the rescuer's write landed");
     assert_eq!(completed_steps(&engine, run).await, 1);
     assert_eq!(
         engine.status(run).await.unwrap().output,
         Some(json!([effects[0].1, 2]))
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_stale_lease_holders_transactional_step_writes_nothing_after_a_takeover(pool: PgPool) {
+    only_the_rescuers_write_landed(&pool, Stall::StepResult).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -350,20 +358,7 @@ async fn a_stale_lease_holder_that_parks_for_a_wait_after_a_takeover_writes_neit
 async fn a_stale_holder_of_a_transactional_steps_commit_is_taken_over_and_its_write_never_lands(
     pool: PgPool,
 ) {
-    let (engine, run) =
-        stale_holder_wakes_after_takeover(pool.clone(), Stall::Completion, Effect::InStepTx).await;
-    let effects = effects(&pool).await;
-    assert_eq!(
-        effects.len(),
-        1,
-        "the stale worker's write went with its transaction; only the rescuer's landed"
-    );
-    assert_eq!(completed_steps(&engine, run).await, 1);
-    assert_eq!(
-        engine.status(run).await.unwrap().output,
-        Some(json!([effects[0].1, 2])),
-        "the rescuer's execution ran the step and ended the run"
-    );
+    only_the_rescuers_write_landed(&pool, Stall::Completion).await;
 }
 
 #[sqlx::test(migrations = false)]
@@ -530,16 +525,14 @@ async fn a_transactional_steps_write_and_its_record_commit_together_so_a_crash_b
         1,
         "the crashed attempt's write went with its record: the effect happened exactly once"
     );
-    let one_commit: bool = sqlx::query_scalar(
-        "select e.xmin::text = a.xmin::text from effects e, workflow.step_attempts a \
-         where a.run_id = $1 and a.step_name = 'effect' and a.status = 'completed'",
-    )
-    .bind(done.id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
     assert!(
-        one_commit,
+        holds(
+            &pool,
+            "select e.xmin::text = a.xmin::text from effects e, workflow.step_attempts a \
+             where a.run_id = $1 and a.step_name = 'effect' and a.status = 'completed'",
+            done.id,
+        )
+        .await,
         "the effect and the attempt were written by one transaction"
     );
 }
@@ -563,17 +556,15 @@ async fn a_transactional_last_step_commits_with_the_runs_end_so_a_crash_between_
         Some(json!([1, 2])),
         "the step ran again in the second execution (nothing of the first was on record)"
     );
-    let one_commit: bool = sqlx::query_scalar(
-        "select e.xmin::text = a.xmin::text and a.xmin::text = r.xmin::text \
-         from effects e, workflow.step_attempts a, workflow.runs r \
-         where a.run_id = $1 and a.step_name = 'effect' and r.id = $1",
-    )
-    .bind(done.id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
     assert!(
-        one_commit,
+        holds(
+            &pool,
+            "select e.xmin::text = a.xmin::text and a.xmin::text = r.xmin::text \
+             from effects e, workflow.step_attempts a, workflow.runs r \
+             where a.run_id = $1 and a.step_name = 'effect' and r.id = $1",
+            done.id,
+        )
+        .await,
         "the effect, the step's record and the run's end were written by one transaction"
     );
 }

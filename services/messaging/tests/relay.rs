@@ -95,6 +95,16 @@ fn spawn_relay(
     }))
 }
 
+/// Starts a relay that only its process's announcements wake in time (its poll an hour apart).
+fn spawn_announced_relay(fixture: &Fixture, stop: &watch::Sender<bool>) -> JoinHandle<RelayStats> {
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(3600),
+        wakes: Some(Source::Process),
+        ..quick()
+    };
+    spawn_relay(fixture, &fixture.kafka, config, stop)
+}
+
 /// The `ce_id`s in `records`, in order, per record key.
 fn ids_by_key(records: &[OwnedMessage]) -> HashMap<Uuid, Vec<Uuid>> {
     let mut seen: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
@@ -564,17 +574,7 @@ async fn a_relay_woken_by_its_process_publishes_an_announced_row_and_its_outbox_
     listener.listen("pizza_outbox").await.unwrap();
     let outbox = fixture.outbox();
     let (stop, _) = watch::channel(false);
-    // A poll an hour apart: only the announcement can wake the relay in time.
-    let relay = spawn_relay(
-        &fixture,
-        &fixture.kafka,
-        RelayConfig {
-            poll_interval: Duration::from_secs(3600),
-            wakes: Some(Source::Process),
-            ..quick()
-        },
-        &stop,
-    );
+    let relay = spawn_announced_relay(&fixture, &stop);
     let in_topic = |n: usize| records_when(fixture.topic.clone(), n);
     let order = Uuid::now_v7();
     enqueue(&fixture, &outbox, &fixture.topic, order, 0, "margherita").await;
@@ -624,16 +624,7 @@ async fn announcements_waiting_for_a_busy_relay_cost_one_claim_not_one_each() {
         .unwrap();
     let outbox = fixture.outbox();
     let (stop, _) = watch::channel(false);
-    let relay = spawn_relay(
-        &fixture,
-        &fixture.kafka,
-        RelayConfig {
-            poll_interval: Duration::from_secs(3600),
-            wakes: Some(Source::Process),
-            ..quick()
-        },
-        &stop,
-    );
+    let relay = spawn_announced_relay(&fixture, &stop);
     // The relay's first look, at its start, finds nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for seq in 0..10 {
