@@ -80,8 +80,9 @@
 //! Records the client has already fetched are taken together, up to [`ConsumerConfig::max_batch`]
 //! (never waiting for more), and applied in one transaction per partition, up to
 //! [`ConsumerConfig::partitions_at_once`] partitions at once: one statement claims all their event
-//! ids in the inbox, each handler runs in partition order, one commit; then their offsets are
-//! stored in order. Under load that is one commit for many records instead of one each; idle, a
+//! ids in the inbox, the handler gets the new ones together ([`Handler::handle_batch`], which by
+//! default handles them one after another in partition order, and which a handler may answer with
+//! a few statements for the whole batch), one commit; then their offsets are stored in order. Under load that is one commit for many records instead of one each; idle, a
 //! batch is one record. Partitions go side by side because a consumer's throughput is round trips
 //! to PostgreSQL, one after another, and Kafka orders records only within a partition (an event's
 //! key, the order, keeps all of an order's events in one): on the 2-core bench one transaction at a
@@ -181,6 +182,30 @@ pub trait Handler: Send + Sync + 'static {
         event: &Envelope<Self::Event>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Applies `records`, fetched together from one partition, in partition order inside `tx`: the
+    /// batch path of the module docs ("Batches"). The default hands each to
+    /// [`handle`](Self::handle) inside its record's span, one after another. A handler whose effect
+    /// is a statement per event overrides it to make one statement of many, since a consumer's
+    /// throughput is its round trips to PostgreSQL, one after another. It must leave the same
+    /// effect as `handle` on each record in turn, and on failure say which record failed: the
+    /// transaction rolls back, that record's attempt counts as its first, and the records go the
+    /// one-at-a-time way.
+    fn handle_batch(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        records: &[Batched<'_, Self::Event>],
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        async move {
+            for (index, record) in records.iter().enumerate() {
+                self.handle(tx, record.event)
+                    .instrument(record.span.clone())
+                    .await
+                    .map_err(|error| BatchError { index, error })?;
+            }
+            Ok(())
+        }
+    }
+
     /// Called after a transaction in which [`handle`](Self::handle) applied at least one event
     /// has committed: where a handler whose writes hand work to a loop of its own process wakes
     /// that loop ([`pizza_notify::Notifications::announce`]). Does nothing by default.
@@ -200,9 +225,36 @@ impl<H: Handler> Handler for std::sync::Arc<H> {
         (**self).handle(tx, event)
     }
 
+    fn handle_batch(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        records: &[Batched<'_, Self::Event>],
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        (**self).handle_batch(tx, records)
+    }
+
     fn committed(&self) {
         (**self).committed();
     }
+}
+
+/// One record of a batch, as [`Handler::handle_batch`] gets it.
+#[derive(Debug)]
+pub struct Batched<'a, E> {
+    /// The record's event.
+    pub event: &'a Envelope<E>,
+    /// The record's `process` span: what the handler does for this record belongs in it (a signal
+    /// it sends, a log line).
+    pub span: &'a Span,
+}
+
+/// Which record of a batch failed, and how ([`Handler::handle_batch`]).
+#[derive(Debug)]
+pub struct BatchError {
+    /// The record's place in the batch.
+    pub index: usize,
+    /// Its error.
+    pub error: HandlerError,
 }
 
 /// Who consumes what, and how hard to try.
@@ -413,6 +465,9 @@ impl<H: Handler> Consumer<H> {
         if config.max_batch == 0 {
             return Err(ConsumerError::Config("max_batch must be at least 1"));
         }
+        if config.partitions_at_once == 0 {
+            return Err(ConsumerError::Config("partitions_at_once must be at least 1"));
+        }
         if config.instance_id.as_deref().is_some_and(str::is_empty) {
             return Err(ConsumerError::Config("instance_id must not be empty"));
         }
@@ -620,7 +675,7 @@ impl<H: Handler> Consumer<H> {
             let (this, jobs) = (&*self, &*jobs);
             futures::stream::iter(partitions)
                 .map(|(_, records)| this.apply_partition(jobs, records))
-                .buffer_unordered(self.config.partitions_at_once.max(1))
+                .buffer_unordered(self.config.partitions_at_once)
                 .collect()
                 .await
         };
@@ -675,24 +730,30 @@ impl<H: Handler> Consumer<H> {
                 .collect();
             let mut fresh = self.inbox.claim_all(&mut tx, &claims).await?;
             let mut applied = Vec::with_capacity(records.len());
+            let mut handled = Vec::with_capacity(records.len());
             for &i in &records {
                 let job = &jobs[i];
                 let event = job.event.as_ref().expect("decoded");
                 // The first copy of an event in the batch claims it; a second copy is a duplicate.
-                if !fresh.remove(&event.id()) {
+                if fresh.remove(&event.id()) {
+                    applied.push((i, Outcome::Processed));
+                    handled.push(i);
+                } else {
                     applied.push((i, Outcome::Duplicate));
-                    continue;
                 }
-                if let Err(error) = self
-                    .handler
-                    .handle(&mut tx, event)
-                    .instrument(job.span.clone())
-                    .await
-                {
-                    failed = Some((i, error));
-                    return Ok(None);
-                }
-                applied.push((i, Outcome::Processed));
+            }
+            let batch: Vec<Batched<'_, H::Event>> = handled
+                .iter()
+                .map(|&i| Batched {
+                    event: jobs[i].event.as_ref().expect("decoded"),
+                    span: &jobs[i].span,
+                })
+                .collect();
+            if !batch.is_empty()
+                && let Err(BatchError { index, error }) = self.handler.handle_batch(&mut tx, &batch).await
+            {
+                failed = Some((handled[index.min(handled.len() - 1)], error));
+                return Ok(None);
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(applied))
@@ -1119,4 +1180,52 @@ async fn leave_group(consumer: &StreamConsumer<KafkaContext>) {
     }
     // One more turn of the queue, so the leave that follows the revocation goes out.
     let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use pizza_contracts::events::DeliveryEvent;
+
+    use super::*;
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        type Event = DeliveryEvent;
+
+        async fn handle(
+            &self,
+            _tx: &mut Transaction<'static, Postgres>,
+            _event: &Envelope<DeliveryEvent>,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_setting_that_would_leave_the_consumer_doing_nothing_is_refused_up_front() {
+        // Neither is reached: every refusal comes before the first connection.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+            .unwrap();
+        let mut kafka = ClientConfig::new();
+        kafka.set("bootstrap.servers", "127.0.0.1:9");
+        let base = ConsumerConfig::new("g", vec!["t".to_owned()], Topology::Continuous);
+        let refusal = |change: fn(&mut ConsumerConfig)| {
+            let mut config = base.clone();
+            change(&mut config);
+            match Consumer::new(pool.clone(), Schema::new("s").unwrap(), &kafka, config, Nothing) {
+                Err(ConsumerError::Config(why)) => why,
+                Err(other) => panic!("not a setting's refusal: {other}"),
+                Ok(_) => "accepted",
+            }
+        };
+        assert_eq!(refusal(|c| c.max_batch = 0), "max_batch must be at least 1");
+        assert_eq!(
+            refusal(|c| c.partitions_at_once = 0),
+            "partitions_at_once must be at least 1"
+        );
+        assert_eq!(refusal(|c| c.max_attempts = 0), "max_attempts must be at least 1");
+        assert_eq!(refusal(|_| {}), "accepted");
+    }
 }

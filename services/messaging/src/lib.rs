@@ -52,7 +52,10 @@ pub mod relay;
 pub mod schema;
 
 pub use cloudevents::{Attributes, DecodeError, EncodeError, Encoded, Envelope};
-pub use consumer::{BoxError, Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError};
+pub use consumer::{
+    BatchError, Batched, BoxError, Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler,
+    HandlerError,
+};
 pub use dead_letter::Parking;
 pub use faults::{FaultHooks, SharedFaultHooks};
 pub use inbox::Inbox;

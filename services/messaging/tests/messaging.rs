@@ -16,8 +16,8 @@ use pizza_contracts::types;
 use pizza_messaging::cloudevents::headers as ce;
 use pizza_messaging::dead_letter::headers as dlq;
 use pizza_messaging::{
-    Backoff, Consumer, ConsumerConfig, ConsumerStats, Envelope, Handler, HandlerError, Outbox, Relay,
-    RelayConfig, RelayStats, Schema, migrate,
+    Backoff, BatchError, Batched, Consumer, ConsumerConfig, ConsumerStats, Envelope, Handler, HandlerError,
+    Outbox, Relay, RelayConfig, RelayStats, Schema, migrate,
 };
 use pizza_telemetry::Topology;
 use pizza_testkit::broker::PrivateBroker;
@@ -861,6 +861,164 @@ async fn records_already_fetched_are_applied_together_in_few_transactions_in_ord
         "{total} events took {} transactions",
         transactions.len()
     );
+    db.drop_schema().await;
+    Ok(())
+}
+
+/// Applies a batch in one statement, remembering each batch's size; a record whose progress is
+/// `refuse` fails every time, in a batch and alone.
+#[derive(Clone)]
+struct BatchLog {
+    table: String,
+    refuse: i32,
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
+    alone: Arc<AtomicU32>,
+}
+
+impl BatchLog {
+    fn progress(event: &Envelope<DeliveryEvent>) -> Result<(Uuid, i32), HandlerError> {
+        match &event.data {
+            DeliveryEvent::OnItsWay(update) => Ok((update.order_id, i32::from(update.progress_percent))),
+            _ => Err(HandlerError::reject("unexpected event")),
+        }
+    }
+
+    async fn log(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[(Uuid, i32)],
+    ) -> Result<(), HandlerError> {
+        let (orders, progress): (Vec<Uuid>, Vec<i32>) = rows.iter().copied().unzip();
+        sqlx::query(AssertSqlSafe(format!(
+            "insert into {} (order_id, progress, txid) \
+             select o, p, txid_current() from unnest($1::uuid[], $2::int[]) with ordinality as r(o, p, n) order by n",
+            self.table
+        )))
+        .bind(&orders)
+        .bind(&progress)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Handler for BatchLog {
+    type Event = DeliveryEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Envelope<DeliveryEvent>,
+    ) -> Result<(), HandlerError> {
+        let row = Self::progress(event)?;
+        if row.1 == self.refuse {
+            self.alone.fetch_add(1, Ordering::SeqCst);
+            return Err(HandlerError::retry("refused"));
+        }
+        self.log(tx, &[row]).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        records: &[Batched<'_, DeliveryEvent>],
+    ) -> Result<(), BatchError> {
+        self.batches.lock().unwrap().push(records.len());
+        let mut rows = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            let row = Self::progress(record.event).map_err(|error| BatchError { index, error })?;
+            if row.1 == self.refuse {
+                return Err(BatchError {
+                    index,
+                    error: HandlerError::retry("refused"),
+                });
+            }
+            rows.push(row);
+        }
+        self.log(tx, &rows)
+            .await
+            .map_err(|error| BatchError { index: 0, error })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_gets_a_partitions_new_records_together_and_the_record_its_batch_names_failed_has_used_an_attempt()
+-> anyhow::Result<()> {
+    logs();
+    const PER_ORDER: u8 = 30;
+    const REFUSED: u8 = 17;
+    let stack = Stack::from_env();
+    let (topic, dead) = topic_with_dlq(&stack.kafka_bootstrap, "handle-batch", 1).await?;
+    let db = Db::fresh().await?;
+    let log = db.table("log");
+    sqlx::query(AssertSqlSafe(format!(
+        "create table {log} (seq bigserial primary key, order_id uuid not null, progress integer not null, \
+         txid bigint not null)"
+    )))
+    .execute(&db.pool)
+    .await?;
+    let producer = RawProducer::new()?;
+    let order = Uuid::now_v7();
+    let mut last = None;
+    for progress in 1..=PER_ORDER {
+        let event = on_its_way(order, progress);
+        producer.send_event(&topic, &event).await?;
+        last = Some(event);
+    }
+    let last = last.context("events sent")?;
+    let handler = BatchLog {
+        table: log.clone(),
+        refuse: i32::from(REFUSED),
+        batches: Arc::default(),
+        alone: Arc::default(),
+    };
+    let mut config = consumer_config(&topic, &format!("g-{}", Uuid::new_v4()));
+    config.max_attempts = 2;
+    let consumer = Consumer::new(
+        db.pool.clone(),
+        db.schema.clone(),
+        &kafka_base(&stack.kafka_bootstrap),
+        config,
+        handler.clone(),
+    )?;
+    let (stop_consumer, task) = spawn_until_stopped(move |stopped| consumer.run(until(stopped)));
+    db.until_applied(last.id(), Duration::from_secs(60), "the last event applied")
+        .await?;
+    let letters = eventually(
+        Duration::from_secs(30),
+        "the refused record dead-lettered",
+        || async {
+            let letters = read_topic(&stack.kafka_bootstrap, &dead, Duration::from_secs(5)).await?;
+            Ok((!letters.is_empty()).then_some(letters))
+        },
+    )
+    .await?;
+    let stats = stop(stop_consumer, task).await?;
+
+    let progress: Vec<i32> =
+        sqlx::query_scalar(AssertSqlSafe(format!("select progress from {log} order by seq")))
+            .fetch_all(&db.pool)
+            .await?;
+    let expected: Vec<i32> = (1..=i32::from(PER_ORDER))
+        .filter(|p| *p != i32::from(REFUSED))
+        .collect();
+    assert_eq!(
+        progress, expected,
+        "each applied once, in partition order, the refused one never"
+    );
+    assert_eq!(letters.len(), 1, "the refused record is dead-lettered");
+    assert_eq!(
+        (stats.processed, stats.dead_lettered),
+        (u64::from(PER_ORDER) - 1, 1),
+        "{stats:?}"
+    );
+    let batches = handler.batches.lock().unwrap().clone();
+    assert!(
+        batches.iter().any(|n| *n > 1),
+        "records fetched together reach the handler together: {batches:?}"
+    );
+    // Two attempts allowed: the batch that named it was its first, so it was handled alone once.
+    assert_eq!(handler.alone.load(Ordering::SeqCst), 1, "batches {batches:?}");
     db.drop_schema().await;
     Ok(())
 }
