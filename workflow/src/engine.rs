@@ -431,35 +431,73 @@ impl Engine {
         payload: &T,
         idempotency_key: Option<&str>,
     ) -> Result<bool, Error> {
-        let payload = serde_json::to_value(payload)?;
-        let target = store::signal_target(&mut *conn, run_id)
-            .await?
-            .ok_or(Error::NotFound(run_id))?;
-        if target.status.is_terminal() {
-            return Err(Error::RunFinished(run_id));
-        }
-        let identity = RunIdentity {
-            run_id,
-            workflow_name: target.workflow_name,
-            labels: target.labels,
-        };
-        let span = telemetry::signal_send_span(&identity, &target.carrier, name);
-        let sender = telemetry::carrier_of(&span);
-        let now = self.shared.clock.now();
-        let channel = self.shared.wake_channel;
-        let stored = store::insert_signal(
-            &mut *conn,
+        let parent = tracing::Span::current();
+        let signal = Signal {
             run_id,
             name,
-            &payload,
+            payload,
             idempotency_key,
-            &sender,
-            now,
-            channel,
-        )
-        .instrument(span.clone())
-        .await?;
-        Ok(stored)
+            parent: &parent,
+        };
+        let mut answers = self.signal_all_in(conn, std::slice::from_ref(&signal)).await?;
+        answers.pop().expect("an answer for each signal")
+    }
+
+    /// [`signal_in`](Self::signal_in) for many signals at once, in two statements however many
+    /// there are (one reads the runs, one stores the signals and wakes their runs): for a caller
+    /// that signals as it applies a batch of events, where each statement is a round trip waited
+    /// for. Each signal's `workflow.signal.send` span is a child of its [`Signal::parent`]. Stored in
+    /// the slice's order, each answered as `signal_in` would answer it alone (`Ok(stored now)`,
+    /// [`Error::NotFound`], [`Error::RunFinished`]), in that order; `Err` for the whole batch only
+    /// when the database fails, and then the caller's transaction must not commit.
+    pub async fn signal_all_in<T: Serialize>(
+        &self,
+        conn: &mut PgConnection,
+        signals: &[Signal<'_, T>],
+    ) -> Result<Vec<Result<bool, Error>>, Error> {
+        let mut run_ids: Vec<Uuid> = signals.iter().map(|s| s.run_id).collect();
+        run_ids.sort_unstable();
+        run_ids.dedup();
+        let targets = store::signal_targets(&mut *conn, &run_ids).await?;
+        let mut answers: Vec<Option<Result<bool, Error>>> = Vec::with_capacity(signals.len());
+        let mut rows = Vec::with_capacity(signals.len());
+        let mut spans = Vec::with_capacity(signals.len());
+        for signal in signals {
+            let Some(target) = targets.get(&signal.run_id) else {
+                answers.push(Some(Err(Error::NotFound(signal.run_id))));
+                continue;
+            };
+            if target.status.is_terminal() {
+                answers.push(Some(Err(Error::RunFinished(signal.run_id))));
+                continue;
+            }
+            let identity = RunIdentity {
+                run_id: signal.run_id,
+                workflow_name: target.workflow_name.clone(),
+                labels: target.labels.clone(),
+            };
+            let span = signal
+                .parent
+                .in_scope(|| telemetry::signal_send_span(&identity, &target.carrier, signal.name));
+            rows.push(store::NewSignal {
+                run_id: signal.run_id,
+                name: signal.name,
+                payload: serde_json::to_value(signal.payload)?,
+                idempotency_key: signal.idempotency_key,
+                sender: telemetry::carrier_of(&span),
+            });
+            spans.push(span);
+            answers.push(None);
+        }
+        let now = self.shared.clock.now();
+        let stored = store::insert_signals(&mut *conn, &rows, now, self.shared.wake_channel).await?;
+        // The send spans end with the statement that stored their signals.
+        drop(spans);
+        let mut stored = stored.into_iter();
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Ok(stored.next().expect("one answer per stored row"))))
+            .collect())
     }
 
     /// Asks a run to stop. Its code receives [`WorkflowError::Cancelled`] at the next step boundary
@@ -510,4 +548,20 @@ impl Engine {
     pub fn worker(&self, workflows: Workflows, config: WorkerConfig) -> Worker {
         Worker::new(self.shared.clone(), workflows, config)
     }
+}
+
+/// A signal for [`Engine::signal_all_in`]: what [`Engine::signal_in`] takes, and the span its
+/// `workflow.signal.send` span is a child of.
+#[derive(Debug, Clone, Copy)]
+pub struct Signal<'a, T> {
+    /// The run.
+    pub run_id: Uuid,
+    /// The signal's name.
+    pub name: &'a str,
+    /// Its payload.
+    pub payload: &'a T,
+    /// See [`Engine::signal`].
+    pub idempotency_key: Option<&'a str>,
+    /// The send span's parent (the current span, for `signal_in`): the event that caused it, say.
+    pub parent: &'a tracing::Span,
 }

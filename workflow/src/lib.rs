@@ -75,7 +75,7 @@ pub mod worker;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{StepContext, StepTransaction, StepTx, WorkflowContext};
 pub use core::{AttemptStatus, RetryPolicy, RunStatus, StepKind};
-pub use engine::{Engine, EngineBuilder, RunInfo, StartOptions, StepRecord, Workflows};
+pub use engine::{Engine, EngineBuilder, RunInfo, Signal, StartOptions, StepRecord, Workflows};
 pub use error::{Error, RunError, StepError, WorkflowError};
 pub use hooks::{HookAction, HookPoint, Hooks};
 pub use labels::Labels;

@@ -15,6 +15,7 @@
 //! Fencing needs no clock: the token is exact. Time decides only when a lease is over, and that is
 //! the database's time (see `claim`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -904,71 +905,133 @@ pub(crate) async fn signal_target(
     conn: &mut PgConnection,
     run_id: Uuid,
 ) -> Result<Option<SignalTarget>, sqlx::Error> {
-    let row = sqlx::query(
-        "select status, workflow_name, traceparent, tracestate, labels from workflow.runs where id = $1",
+    Ok(signal_targets(conn, &[run_id]).await?.remove(&run_id))
+}
+
+/// The runs signals go to, by id (an id without a run is missing), in one statement.
+pub(crate) async fn signal_targets(
+    conn: &mut PgConnection,
+    run_ids: &[Uuid],
+) -> Result<HashMap<Uuid, SignalTarget>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select id, status, workflow_name, traceparent, tracestate, labels from workflow.runs \
+         where id = any($1)",
     )
-    .bind(run_id)
-    .fetch_optional(&mut *conn)
+    .bind(run_ids)
+    .fetch_all(&mut *conn)
     .await?;
-    row.map(|row| {
-        let status: String = row.try_get("status")?;
-        Ok(SignalTarget {
-            status: parse("run status", &status)?,
-            workflow_name: row.try_get("workflow_name")?,
-            carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
-            labels: row.try_get::<Json<Labels>, _>("labels")?.0,
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok((
+                row.try_get("id")?,
+                SignalTarget {
+                    status: parse("run status", &status)?,
+                    workflow_name: row.try_get("workflow_name")?,
+                    carrier: carrier(row.try_get("traceparent")?, row.try_get("tracestate")?),
+                    labels: row.try_get::<Json<Labels>, _>("labels")?.0,
+                },
+            ))
         })
-    })
-    .transpose()
+        .collect()
+}
+
+/// A signal for [`insert_signals`].
+#[derive(Debug)]
+pub(crate) struct NewSignal<'a> {
+    pub run_id: Uuid,
+    pub name: &'a str,
+    pub payload: Value,
+    pub idempotency_key: Option<&'a str>,
+    /// The send span's context: the run's wake cause.
+    pub sender: Vec<(String, String)>,
 }
 
 /// Puts a signal in the run's mailbox (once per idempotency key and run) and wakes the run. Returns whether it
 /// was stored now.
-#[allow(clippy::too_many_arguments)] // one statement's inputs; a struct would only rename them
 pub(crate) async fn insert_signal(
     conn: &mut PgConnection,
-    run_id: Uuid,
-    name: &str,
-    payload: &Value,
-    idempotency_key: Option<&str>,
-    sender: &[(String, String)],
+    signal: NewSignal<'_>,
     now: OffsetDateTime,
     channel: WakeChannel,
 ) -> Result<bool, sqlx::Error> {
-    // The signal and the wake it causes in one statement: a consumer that signals a run per event
-    // pays its round trips one after another, so two statements were twice the wait. The wake is
-    // `wake`'s update, made only when the signal is new.
-    let inserted: bool = sqlx::query_scalar(
-        "with stored as ( \
+    let stored = insert_signals(conn, std::slice::from_ref(&signal), now, channel).await?;
+    Ok(stored.first().copied().unwrap_or(false))
+}
+
+/// Puts signals in their runs' mailboxes (each once per idempotency key and run, the first of the
+/// slice winning a key it repeats) and wakes each run that got a new one, in one statement. Whether
+/// each was stored now, in the slice's order.
+pub(crate) async fn insert_signals(
+    conn: &mut PgConnection,
+    signals: &[NewSignal<'_>],
+    now: OffsetDateTime,
+    channel: WakeChannel,
+) -> Result<Vec<bool>, sqlx::Error> {
+    if signals.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The signals and the wakes they cause in one statement: a consumer that signals runs as it
+    // applies events pays its round trips one after another, so every statement is a wait. A run
+    // is woken only for a new signal, once however many it got, carrying its last one's context as
+    // the wake's cause. Rows go in in the slice's order (`ordinality`), so the mailbox, which is read
+    // oldest id first, keeps it.
+    let run_ids: Vec<Uuid> = signals.iter().map(|s| s.run_id).collect();
+    let names: Vec<&str> = signals.iter().map(|s| s.name).collect();
+    let payloads: Vec<&Value> = signals.iter().map(|s| &s.payload).collect();
+    let keys: Vec<Option<&str>> = signals.iter().map(|s| s.idempotency_key).collect();
+    let parents: Vec<Option<&str>> = signals.iter().map(|s| field(&s.sender, "traceparent")).collect();
+    let states: Vec<Option<&str>> = signals.iter().map(|s| field(&s.sender, "tracestate")).collect();
+    // The keyed signals stored now (a key-less one always is). The condition on `woke` has no
+    // column of the row, so PostgreSQL checks it once before any row, however many rows follow:
+    // that is what sends the notifications, even when no row comes back.
+    let stored: Vec<(Uuid, String)> = sqlx::query_as(
+        "with input as ( \
+             select * from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[]) \
+                 with ordinality as i(run_id, signal_name, payload, idempotency_key, traceparent, tracestate, n) \
+         ), stored as ( \
              insert into workflow.signals (run_id, signal_name, payload, idempotency_key, sent_at, \
                  traceparent, tracestate) \
-             values ($1, $2, $3, $4, $5, $6, $7) \
-             on conflict (run_id, idempotency_key) do nothing returning id \
+             select run_id, signal_name, payload, idempotency_key, $7, traceparent, tracestate \
+             from input order by n \
+             on conflict (run_id, idempotency_key) do nothing \
+             returning id, run_id, idempotency_key, traceparent, tracestate \
+         ), cause as ( \
+             select distinct on (run_id) run_id, traceparent, tracestate from stored order by run_id, id desc \
          ), woke as ( \
-             update workflow.runs set wake_seq = wake_seq + 1, \
-                 available_at = case when status = 'sleeping' then least(available_at, $5) \
+             update workflow.runs r set wake_seq = wake_seq + 1, \
+                 available_at = case when status = 'sleeping' then least(available_at, $7) \
                                 else available_at end, \
-                 wake_traceparent = coalesce($6, wake_traceparent), \
-                 wake_tracestate = case when $6 is null then wake_tracestate else $7 end, \
+                 wake_traceparent = coalesce(c.traceparent, r.wake_traceparent), \
+                 wake_tracestate = case when c.traceparent is null then r.wake_tracestate else c.tracestate end, \
                  wake_reason = 'signal' \
-             where id = $1 and status in ('pending', 'running', 'sleeping') \
-                 and exists (select 1 from stored) \
-             returning id \
+             from cause c \
+             where r.id = c.run_id and r.status in ('pending', 'running', 'sleeping') \
+             returning r.id \
          ) \
-         select exists (select 1 from stored) \
-             and (select count(pg_notify($8, '')) from woke where $8::text is not null) >= 0",
+         select s.run_id, s.idempotency_key from stored s \
+         where (select count(pg_notify($8, '')) from woke where $8::text is not null) >= 0 \
+             and s.idempotency_key is not null",
     )
-    .bind(run_id)
-    .bind(name)
-    .bind(payload)
-    .bind(idempotency_key)
+    .bind(&run_ids)
+    .bind(&names)
+    .bind(&payloads)
+    .bind(&keys)
+    .bind(&parents)
+    .bind(&states)
     .bind(now)
-    .bind(field(sender, "traceparent"))
-    .bind(field(sender, "tracestate"))
     .bind(channel)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(inserted)
+    let mut stored: std::collections::HashSet<(Uuid, String)> = stored.into_iter().collect();
+    Ok(signals
+        .iter()
+        .map(|s| match s.idempotency_key {
+            None => true,
+            // The first signal with the key took it; a later one in the slice found it taken.
+            Some(key) => stored.remove(&(s.run_id, key.to_owned())),
+        })
+        .collect())
 }
 
 /// A signal taken from the mailbox.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Gate, Reaction, ScriptedHooks, Workers, eventually, migrated, reached, worker_config};
 use pizza_workflow::{
-    AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, Source,
+    AttemptStatus, Engine, HookPoint, Labels, ManualClock, Metrics, RetryPolicy, RunStatus, Signal, Source,
     StartOptions, StepError, StepKind, WorkerConfig, WorkflowError, Workflows,
 };
 use serde_json::json;
@@ -1246,4 +1246,92 @@ async fn metrics_count_step_attempts_by_outcome_and_record_run_duration_queue_la
         find("workflow.active_runs").data(),
         AggregatedMetrics::I64(MetricData::Gauge(_))
     ));
+}
+
+#[sqlx::test(migrations = false)]
+async fn signals_sent_together_are_answered_stored_and_woken_as_if_sent_one_by_one(pool: PgPool) {
+    migrated(&pool).await;
+    let workflows = Workflows::new()
+        .register("collect", |ctx, _: ()| async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let item: Option<String> = ctx.wait_for_signal("item", Duration::from_secs(3600)).await?;
+                got.extend(item);
+            }
+            Ok::<_, WorkflowError>(got)
+        })
+        .register("quick", |_ctx, _: ()| async move { Ok::<_, WorkflowError>(()) });
+    // Only the commit's notification (or a due time an hour away) moves this worker.
+    let engine = Engine::builder(pool.clone()).build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..worker_config("batch")
+    });
+    let run = engine
+        .start("collect", &(), StartOptions::default())
+        .await
+        .unwrap();
+    let ended = engine.start("quick", &(), StartOptions::default()).await.unwrap();
+    engine.wait_until_finished(ended, WAIT).await.unwrap();
+    until_waiting(&engine, run, "item").await;
+    let missing = Uuid::now_v7();
+
+    let parent = tracing::Span::none();
+    let signal = |run_id, payload, key| Signal {
+        run_id,
+        name: "item",
+        payload,
+        idempotency_key: key,
+        parent: &parent,
+    };
+    let (one, two, again, three, late) = (
+        "one".to_owned(),
+        "two".to_owned(),
+        "again".to_owned(),
+        "three".to_owned(),
+        "late".to_owned(),
+    );
+    let signals = [
+        signal(run, &one, Some("k1")),
+        signal(ended, &late, Some("k1")),
+        signal(run, &two, Some("k2")),
+        signal(missing, &late, None),
+        signal(run, &again, Some("k1")),
+        signal(run, &three, None),
+    ];
+    let mut tx = pool.begin().await.unwrap();
+    let answers = engine.signal_all_in(&mut tx, &signals).await.unwrap();
+    let answers: Vec<String> = answers
+        .into_iter()
+        .map(|a| match a {
+            Ok(stored) => format!("stored {stored}"),
+            Err(pizza_workflow::Error::RunFinished(r)) if r == ended => "finished".to_owned(),
+            Err(pizza_workflow::Error::NotFound(r)) if r == missing => "missing".to_owned(),
+            Err(other) => format!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            "stored true",
+            "finished",
+            "stored true",
+            "missing",
+            "stored false",
+            "stored true"
+        ]
+    );
+    // Nothing is stored, and nobody woken, before the caller's commit.
+    let mut other = pool.acquire().await.unwrap();
+    let visible: i64 = sqlx::query_scalar("select count(*) from workflow.signals where run_id = $1")
+        .bind(run)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0);
+    tx.commit().await.unwrap();
+    // One wake for the run, by the notification at the commit; the signals in the slice's order.
+    let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+    workers.stop().await;
+    assert_eq!(done.output, Some(json!(["one", "two", "three"])));
 }

@@ -74,8 +74,14 @@ impl WorkflowContext {
                     let sender = telemetry::carrier_of(&send);
                     let key = format!("{}/{index}", self.run_id());
                     let channel = self.inner.wake_channel;
-                    store::insert_signal(&mut tx, target, name, &payload, Some(&key), &sender, now, channel)
-                        .await?;
+                    let signal = store::NewSignal {
+                        run_id: target,
+                        name,
+                        payload,
+                        idempotency_key: Some(&key),
+                        sender,
+                    };
+                    store::insert_signal(&mut tx, signal, now, channel).await?;
                     store::insert_attempt(&mut tx, self.run_id(), row).await?;
                     tx.commit().await?;
                     self.inner.wake_local.notify_waiters();
