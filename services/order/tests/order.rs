@@ -1296,3 +1296,103 @@ async fn the_reconciler_ends_abandoned_orders_only_as_the_ledger_allows(pool: Pg
     assert_eq!(state(still_capturing).await?, ("on_hold".into(), reason, 0));
     Ok(())
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_of_changes_leaves_what_they_leave_one_by_one_in_a_statement_per_change_an_order_has(
+    pool: PgPool,
+) -> anyhow::Result<()> {
+    use pizza_order::store::{Advanced, Change, Status, advance, advance_all};
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&pool)
+        .await?;
+    let router = api_only(&pool).await?.router()?;
+    let unknown = Uuid::now_v7();
+    // Four changes to one order (one of them a repeat of a `once` change), one to another, one to
+    // an order that does not exist: the consumer's batches look like this, by the order's key.
+    let script = |a: Uuid, b: Uuid| {
+        vec![
+            (a, Change::to(Status::Paid, "payment-captured").once()),
+            (b, Change::to(Status::InPreparation, "order-in-preparation")),
+            (unknown, Change::to(Status::Ready, "order-ready")),
+            (a, Change::to(Status::InPreparation, "order-in-preparation")),
+            (a, Change::to(Status::Paid, "payment-captured").once()),
+            (
+                a,
+                Change {
+                    progress_percent: Some(40),
+                    ..Change::to(Status::OnItsWay, "order-on-its-way")
+                },
+            ),
+        ]
+    };
+    let timeline = |order: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32, String, String, Option<i16>)>(
+                "select seq, status, event, progress_percent from orders.timeline \
+                 where order_id = $1 order by seq",
+            )
+            .bind(order)
+            .fetch_all(&pool)
+            .await
+        }
+    };
+    let (a, b) = (place_through(&router).await?, place_through(&router).await?);
+    let mut tx = pool.begin().await?;
+    let together = advance_all(&mut tx, &script(a, b)).await?;
+    tx.commit().await?;
+    let statements: i64 = sqlx::query_scalar(
+        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and query ilike 'with input as%for update%insert into orders.timeline%'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        statements, 4,
+        "one statement per change of the order with the most"
+    );
+
+    let (c, d) = (place_through(&router).await?, place_through(&router).await?);
+    let mut one_by_one: Vec<Option<Advanced>> = Vec::new();
+    for (order, change) in script(c, d) {
+        let mut tx = pool.begin().await?;
+        one_by_one.push(advance(&mut tx, order, change).await?);
+        tx.commit().await?;
+    }
+    let moves = |done: &[Option<Advanced>]| -> Vec<Option<(Status, Status)>> {
+        done.iter().map(|d| d.map(|d| (d.before, d.after))).collect()
+    };
+    assert_eq!(moves(&together), moves(&one_by_one));
+    let after = |status| {
+        together
+            .iter()
+            .flatten()
+            .map(|x| x.after)
+            .filter(|s| *s == status)
+            .count()
+    };
+    assert_eq!(
+        (
+            after(Status::Paid),
+            after(Status::InPreparation),
+            after(Status::OnItsWay)
+        ),
+        (1, 3, 1),
+        "{together:?}"
+    );
+    assert!(together[2].is_none(), "an unknown order: {together:?}");
+    assert_eq!(timeline(a).await?, timeline(c).await?);
+    assert_eq!(timeline(b).await?, timeline(d).await?);
+    let events: Vec<String> = timeline(a).await?.into_iter().map(|(_, _, e, _)| e).collect();
+    assert_eq!(
+        events,
+        [
+            "order-accepted",
+            "payment-captured",
+            "order-in-preparation",
+            "order-on-its-way"
+        ]
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@
 
 pub mod placing;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use pizza_contracts::events::OrderItem;
@@ -522,63 +523,157 @@ pub async fn advance(
     order_id: Uuid,
     change: Change<'_>,
 ) -> Result<Option<Advanced>, StoreError> {
-    // One round trip: the row lock with what decides (the status, and for a `once` change whether
-    // the timeline holds its event already), the status and the timeline entry. The status machine
-    // stays in Rust (`Status::advance`): the statement gets its answer for every status the order
-    // could be in, and picks the one for the status it finds under the lock. The entry's number is
-    // the row's `timeline_seq`, moved by the update: a `max(seq)` would be read in the statement's
-    // snapshot, taken before the lock was granted, and miss an entry committed while it waited.
-    let next = |s: Status| s.advance(change.next);
+    let mut advanced = advance_round(conn, &[(order_id, change)]).await?;
+    Ok(advanced.pop().flatten())
+}
+
+/// [`advance`] for many changes, in order: the same effect as calling it for each in turn, in one
+/// statement for each change an order has (most batches: one). For a consumer applying a batch of
+/// events, whose round trips to PostgreSQL are waited for one after another. What each change did,
+/// in the slice's order.
+pub async fn advance_all(
+    conn: &mut PgConnection,
+    changes: &[(Uuid, Change<'_>)],
+) -> Result<Vec<Option<Advanced>>, StoreError> {
+    // Rounds: the first change of each order, then the second of each that has one, and so on,
+    // so a statement moves each order once and sees the rounds before it. Within a round the rows
+    // are locked in order id order, so two batches sharing orders wait for each other instead of
+    // deadlocking.
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for (i, (order_id, _)) in changes.iter().enumerate() {
+        let k = seen.entry(*order_id).or_insert(0);
+        if rounds.len() == *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(i);
+        *k += 1;
+    }
+    let mut advanced = vec![None; changes.len()];
+    for mut round in rounds {
+        round.sort_by_key(|&i| changes[i].0);
+        let batch: Vec<(Uuid, Change<'_>)> = round.iter().map(|&i| changes[i]).collect();
+        for (i, done) in round.into_iter().zip(advance_round(conn, &batch).await?) {
+            advanced[i] = done;
+        }
+    }
+    Ok(advanced)
+}
+
+/// The statement of [`advance`] and of each round of [`advance_all`], with `$input` the changes as
+/// rows `(order_id, once_event, event, progress, r)`, `r` counting from 1.
+///
+/// One round trip: the row locks with what decides (the status, and for a `once` change whether the
+/// timeline holds its event already), the statuses and the timeline entries. The status machine
+/// stays in Rust (`Status::advance`): the statement gets, for each change, its answer for every
+/// status the order could be in (`$6` and `$7`, one stretch of `$9 = Status::ALL.len()` per change),
+/// and picks the one for the status it finds under the lock. An entry's number is the row's
+/// `timeline_seq`, moved by the update: a `max(seq)` would be read in the statement's snapshot,
+/// taken before the lock was granted, and miss an entry committed while it waited. The lock is taken
+/// in a lateral subquery: a primary-key lookup for each change, whatever the plan.
+macro_rules! advance_sql {
+    ($input:literal) => {
+        concat!(
+            "with input as (",
+            $input,
+            "), cur as ( \
+                 select i.r, i.event, i.progress, o.order_id, o.status, o.run_id, \
+                     ((i.r - 1) * $9 + array_position($5::text[], o.status))::int as at, \
+                     array_position($5::text[], o.status) as pos, \
+                     i.once_event is not null and exists (select 1 from orders.timeline t \
+                         where t.order_id = o.order_id and t.event = i.once_event) as seen \
+                 from input i cross join lateral ( \
+                     select o.order_id, o.status, o.run_id from orders.orders o \
+                     where o.order_id = i.order_id for update \
+                 ) o \
+             ), changed as ( \
+                 update orders.orders o set status = ($6::text[])[c.at], \
+                     reason = coalesce(($7::text[])[c.at], o.reason), updated_at = now(), \
+                     timeline_seq = o.timeline_seq + 1 \
+                 from cur c \
+                 where o.order_id = c.order_id and c.pos is not null and not c.seen \
+                     and not ($8::bool[])[c.pos] \
+                 returning o.order_id, o.status, o.timeline_seq \
+             ), entry as ( \
+                 insert into orders.timeline (order_id, seq, status, event, progress_percent) \
+                 select ch.order_id, ch.timeline_seq, ch.status, c.event, c.progress \
+                 from changed ch join cur c on c.order_id = ch.order_id \
+             ) \
+             select r, status, seen, run_id from cur"
+        )
+    };
+}
+
+/// One statement of [`advance_all`] (or [`advance`]'s): `changes` of distinct orders.
+async fn advance_round(
+    conn: &mut PgConnection,
+    changes: &[(Uuid, Change<'_>)],
+) -> Result<Vec<Option<Advanced>>, StoreError> {
+    let statuses = Status::ALL.len();
     let from: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-    let to: Vec<&str> = Status::ALL.iter().map(|&s| next(s).as_str()).collect();
-    let why: Vec<Option<&str>> = Status::ALL
-        .iter()
-        .map(|&s| change.reason.filter(|_| next(s).is_final() && !s.is_final()))
-        .collect();
     let ended: Vec<bool> = Status::ALL.iter().map(|s| s.is_terminal()).collect();
-    let current: Option<(String, bool, Option<Uuid>)> = sqlx::query_as(
-        "with cur as ( \
-             select o.order_id, o.status, o.run_id, array_position($5::text[], o.status) as i, \
-                 $2::text is not null and exists \
-                     (select 1 from orders.timeline t where t.order_id = o.order_id and t.event = $2) as seen \
-             from orders.orders o where o.order_id = $1 for update \
-         ), changed as ( \
-             update orders.orders o set status = ($6::text[])[c.i], \
-                 reason = coalesce(($7::text[])[c.i], o.reason), updated_at = now(), \
-                 timeline_seq = o.timeline_seq + 1 \
-             from cur c \
-             where o.order_id = c.order_id and c.i is not null and not c.seen and not ($8::bool[])[c.i] \
-             returning o.order_id, o.status, o.timeline_seq \
-         ), entry as ( \
-             insert into orders.timeline (order_id, seq, status, event, progress_percent) \
-             select order_id, timeline_seq, status, $3, $4 from changed \
-         ) \
-         select status, seen, run_id from cur",
-    )
-    .bind(order_id)
-    .bind(change.once.then_some(change.event))
-    .bind(change.event)
-    .bind(change.progress_percent.map(i16::from))
-    .bind(&from)
-    .bind(&to)
-    .bind(&why)
-    .bind(&ended)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((current, seen, run_id)) = current else {
-        return Ok(None);
+    let mut to: Vec<&str> = Vec::with_capacity(changes.len() * statuses);
+    let mut why: Vec<Option<&str>> = Vec::with_capacity(changes.len() * statuses);
+    for (_, change) in changes {
+        for s in Status::ALL {
+            let next = s.advance(change.next);
+            to.push(next.as_str());
+            why.push(change.reason.filter(|_| next.is_final() && !s.is_final()));
+        }
+    }
+    fn once<'a>(c: &Change<'a>) -> Option<&'a str> {
+        c.once.then_some(c.event)
+    }
+    let progress = |c: &Change<'_>| c.progress_percent.map(i16::from);
+    // One change keeps its own statement, whose single row the planner knows of: a prepared
+    // statement's generic plan for an array of rows may join the orders by a scan of the whole
+    // table, fine on the empty table it was planned on and slower with every order after. A batch's
+    // statement is therefore planned for the rows it gets, each time (not kept prepared): one plan
+    // a batch, not one a change.
+    let query = match changes {
+        [(order_id, change)] => sqlx::query_as(advance_sql!(
+            "select $1::uuid as order_id, $2::text as once_event, $3::text as event, \
+                 $4::int2 as progress, 1::int8 as r"
+        ))
+        .bind(*order_id)
+        .bind(once(change))
+        .bind(change.event)
+        .bind(progress(change)),
+        _ => sqlx::query_as(advance_sql!(
+            "select * from unnest($1::uuid[], $2::text[], $3::text[], $4::int2[]) \
+                 with ordinality as i(order_id, once_event, event, progress, r)"
+        ))
+        .bind(changes.iter().map(|(id, _)| *id).collect::<Vec<Uuid>>())
+        .bind(changes.iter().map(|(_, c)| once(c)).collect::<Vec<_>>())
+        .bind(changes.iter().map(|(_, c)| c.event).collect::<Vec<_>>())
+        .bind(changes.iter().map(|(_, c)| progress(c)).collect::<Vec<_>>())
+        .persistent(false),
     };
-    let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
-    let after = if before.is_terminal() || seen {
-        before
-    } else {
-        next(before)
-    };
-    Ok(Some(Advanced {
-        before,
-        after,
-        run_id,
-    }))
+    let rows: Vec<(i64, String, bool, Option<Uuid>)> = query
+        .bind(&from)
+        .bind(&to)
+        .bind(&why)
+        .bind(&ended)
+        .bind(statuses as i32)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut advanced = vec![None; changes.len()];
+    for (r, current, seen, run_id) in rows {
+        let i = (r - 1) as usize;
+        let order_id = changes[i].0;
+        let before = Status::parse(&current).ok_or(StoreError::UnknownStatus(order_id, current))?;
+        let after = if before.is_terminal() || seen {
+            before
+        } else {
+            before.advance(changes[i].1.next)
+        };
+        advanced[i] = Some(Advanced {
+            before,
+            after,
+            run_id,
+        });
+    }
+    Ok(advanced)
 }
 
 /// Whether the payment ledger holds `operation` for the order.
