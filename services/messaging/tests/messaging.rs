@@ -72,6 +72,19 @@ impl Db {
         format!("\"{}\".{name}", self.schema)
     }
 
+    /// A log of applied events, each row with the id of the transaction that wrote it (for
+    /// `LogWithTransaction` and `BatchLog`); its name.
+    async fn log_table(&self) -> anyhow::Result<String> {
+        let log = self.table("log");
+        sqlx::query(AssertSqlSafe(format!(
+            "create table {log} (seq bigserial primary key, order_id uuid not null, progress integer not null, \
+             txid bigint not null)"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(log)
+    }
+
     /// `(updates, progress)` of an order, if any effect reached it.
     async fn effect(&self, order: Uuid) -> anyhow::Result<Option<(i32, i32)>> {
         Ok(sqlx::query_as(AssertSqlSafe(format!(
@@ -798,13 +811,7 @@ async fn records_already_fetched_are_applied_together_in_few_transactions_in_ord
     let stack = Stack::from_env();
     let (topic, _) = topic_with_dlq(&stack.kafka_bootstrap, "batches", 1).await?;
     let db = Db::fresh().await?;
-    let log = db.table("log");
-    sqlx::query(AssertSqlSafe(format!(
-        "create table {log} (seq bigserial primary key, order_id uuid not null, progress integer not null, \
-         txid bigint not null)"
-    )))
-    .execute(&db.pool)
-    .await?;
+    let log = db.log_table().await?;
     // All records are in the topic before the consumer starts, one event sent twice among them.
     let producer = RawProducer::new()?;
     let orders: Vec<Uuid> = (0..ORDERS).map(|_| Uuid::now_v7()).collect();
@@ -950,13 +957,7 @@ async fn a_handler_gets_a_partitions_new_records_together_and_the_record_its_bat
     let stack = Stack::from_env();
     let (topic, dead) = topic_with_dlq(&stack.kafka_bootstrap, "handle-batch", 1).await?;
     let db = Db::fresh().await?;
-    let log = db.table("log");
-    sqlx::query(AssertSqlSafe(format!(
-        "create table {log} (seq bigserial primary key, order_id uuid not null, progress integer not null, \
-         txid bigint not null)"
-    )))
-    .execute(&db.pool)
-    .await?;
+    let log = db.log_table().await?;
     let producer = RawProducer::new()?;
     let order = Uuid::now_v7();
     let mut last = None;

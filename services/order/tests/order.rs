@@ -789,11 +789,30 @@ async fn only_the_token_handed_back_with_the_order_cancels_it(pool: PgPool) -> a
     Ok(())
 }
 
+/// Makes PostgreSQL count this database's statements (`pg_stat_statements`; the native stack
+/// preloads it).
+async fn count_statements(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How often this database ran statements whose text is `like` (`ilike`).
+async fn calls(pool: &PgPool, like: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
+         where dbid = (select oid from pg_database where datname = current_database()) \
+           and query ilike $1",
+    )
+    .bind(like)
+    .fetch_one(pool)
+    .await?)
+}
+
 #[sqlx::test(migrations = false)]
 async fn showing_an_order_reads_it_and_its_timeline_in_one_statement(pool: PgPool) -> anyhow::Result<()> {
-    sqlx::query("create extension if not exists pg_stat_statements")
-        .execute(&pool)
-        .await?;
+    count_statements(&pool).await?;
     let router = api_only(&pool).await?.router()?;
     let order = place_through(&router).await?;
     // A second entry, so the timeline's order shows.
@@ -846,9 +865,7 @@ async fn a_change_is_one_statement_and_one_that_waited_for_the_lock_numbers_its_
     pool: PgPool,
 ) -> anyhow::Result<()> {
     use pizza_order::store::{Change, Status, advance};
-    sqlx::query("create extension if not exists pg_stat_statements")
-        .execute(&pool)
-        .await?;
+    count_statements(&pool).await?;
     let router = api_only(&pool).await?.router()?;
     let order = place_through(&router).await?;
     // One change holds the order's row (uncommitted), a second waits for it.
@@ -890,13 +907,7 @@ async fn a_change_is_one_statement_and_one_that_waited_for_the_lock_numbers_its_
         ]
     );
     // Each change was one statement: no separate read of the row under its lock.
-    let locks: i64 = sqlx::query_scalar(
-        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
-         where dbid = (select oid from pg_database where datname = current_database()) \
-           and query ilike 'select o.status%for update'",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let locks = calls(&pool, "select o.status%for update").await?;
     assert_eq!(locks, 0, "a change read the row on its own first");
     Ok(())
 }
@@ -1302,9 +1313,7 @@ async fn a_batch_of_changes_leaves_what_they_leave_one_by_one_in_a_statement_per
     pool: PgPool,
 ) -> anyhow::Result<()> {
     use pizza_order::store::{Advanced, Change, Status, advance, advance_all};
-    sqlx::query("create extension if not exists pg_stat_statements")
-        .execute(&pool)
-        .await?;
+    count_statements(&pool).await?;
     let router = api_only(&pool).await?.router()?;
     let unknown = Uuid::now_v7();
     // Four changes to one order (one of them a repeat of a `once` change), one to another, one to
@@ -1341,13 +1350,7 @@ async fn a_batch_of_changes_leaves_what_they_leave_one_by_one_in_a_statement_per
     let mut tx = pool.begin().await?;
     let together = advance_all(&mut tx, &script(a, b)).await?;
     tx.commit().await?;
-    let statements: i64 = sqlx::query_scalar(
-        "select coalesce(sum(calls), 0)::int8 from pg_stat_statements \
-         where dbid = (select oid from pg_database where datname = current_database()) \
-           and query ilike 'with input as%for update%insert into orders.timeline%'",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let statements = calls(&pool, "with input as%for update%insert into orders.timeline%").await?;
     assert_eq!(
         statements, 4,
         "one statement per change of the order with the most"
