@@ -82,8 +82,9 @@
 //! [`ConsumerConfig::partitions_at_once`] partitions at once: one statement claims all their event
 //! ids in the inbox, the handler gets the new ones together ([`Handler::handle_batch`], which by
 //! default handles them one after another in partition order, and which a handler may answer with
-//! a few statements for the whole batch), one commit; then their offsets are stored in order. Under load that is one commit for many records instead of one each; idle, a
-//! batch is one record. Partitions go side by side because a consumer's throughput is round trips
+//! a few statements for the whole batch), one commit; then their offsets are stored in order.
+//! Under load that is one commit for many records instead of one each; idle, a batch is one
+//! record. Partitions go side by side because a consumer's throughput is round trips
 //! to PostgreSQL, one after another, and Kafka orders records only within a partition (an event's
 //! key, the order, keeps all of an order's events in one): on the 2-core bench one transaction at a
 //! time capped the order service's consumer near 800 records a second, the shop near 100 orders a
