@@ -109,24 +109,12 @@ fn plan(event: &Inbound) -> (Change<'_>, Option<(&'static str, Report)>) {
         }
         Inbound::Kitchen(KitchenEvent::Ready(_)) => (
             Change::to(Status::Ready, event_type),
-            Some((
-                KITCHEN_READY,
-                Report {
-                    ok: true,
-                    reason: None,
-                },
-            )),
+            Some((KITCHEN_READY, Report::ok())),
         ),
         Inbound::Kitchen(KitchenEvent::Issue(issue)) => (
             // A note on the timeline; the workflow decides what the order becomes.
             Change::to(Status::Accepted, event_type),
-            Some((
-                KITCHEN_READY,
-                Report {
-                    ok: false,
-                    reason: Some(issue.reason.clone()),
-                },
-            )),
+            Some((KITCHEN_READY, Report::failed(&issue.reason))),
         ),
         Inbound::Delivery(DeliveryEvent::OutForDelivery(_)) => {
             (Change::to(Status::OutForDelivery, event_type), None)
@@ -140,23 +128,11 @@ fn plan(event: &Inbound) -> (Change<'_>, Option<(&'static str, Report)>) {
         ),
         Inbound::Delivery(DeliveryEvent::Completed(_)) => (
             Change::to(Status::Delivered, event_type),
-            Some((
-                DELIVERED,
-                Report {
-                    ok: true,
-                    reason: None,
-                },
-            )),
+            Some((DELIVERED, Report::ok())),
         ),
         Inbound::Delivery(DeliveryEvent::Issue(issue)) => (
             Change::to(Status::Accepted, event_type),
-            Some((
-                DELIVERED,
-                Report {
-                    ok: false,
-                    reason: Some(issue.reason.clone()),
-                },
-            )),
+            Some((DELIVERED, Report::failed(&issue.reason))),
         ),
     }
 }

@@ -98,6 +98,24 @@ pub struct Report {
     pub reason: Option<String>,
 }
 
+impl Report {
+    /// Ready, or handed over.
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            reason: None,
+        }
+    }
+
+    /// Not, for `reason` (an issue's short code).
+    pub fn failed(reason: &str) -> Self {
+        Self {
+            ok: false,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
 /// How an order workflow ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
