@@ -227,6 +227,27 @@ pub(crate) fn claim_pool(pool: &PgPool) -> PgPool {
     pizza_notify::ordered_scan_pool(pool)
 }
 
+/// The connections a worker's executions use for what they write while their step's code may hold
+/// a connection of `pool`: the record of a step still running after `record_start_after`, and the
+/// heartbeats. At most `size`, opened when first needed.
+///
+/// An execution otherwise holds one connection of the shared pool at a time (its step's
+/// transaction, or the engine's statement, never both). The running record is the exception: it
+/// is written while the step's code is paused, and that code may be holding its transaction. On the
+/// shared pool, a pool smaller than twice the worker's slots could then deadlock: every connection
+/// held by a paused step, every execution waiting for one more to record it. These statements are
+/// single and short, and none of them waits on a connection of the shared pool, so a few serve
+/// every execution, and the shared pool can be sized for the work instead (see `decisions.md`).
+pub(crate) fn side_pool(pool: &PgPool, size: usize) -> PgPool {
+    let size = u32::try_from(size.clamp(1, SIDE_CONNECTIONS)).expect("a few connections");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(size)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// The most connections of a worker's [`side_pool`].
+const SIDE_CONNECTIONS: usize = 4;
+
 /// Claims the most overdue runnable run of the given workflows, if any, under a lease of `lease`.
 ///
 /// `for update skip locked` is what lets any number of workers poll the same table: a run another

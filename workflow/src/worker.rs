@@ -116,6 +116,8 @@ impl Worker {
         self.take_back_leases().await;
         // Claims go through a connection of their own (see `store::claim_pool`).
         let claims = store::claim_pool(&self.shared.pool);
+        // What an execution writes while its step may hold a connection (see `store::side_pool`).
+        let side = store::side_pool(&self.shared.pool, concurrency);
         // An engine whose wakes stay in its process listens to nobody (see `EngineBuilder::wakes`).
         let listener = self
             .shared
@@ -168,6 +170,7 @@ impl Worker {
                         self.shared.hook(point).await;
                         let execution = Execution {
                             shared: self.shared.clone(),
+                            side: side.clone(),
                             workflows: self.workflows.clone(),
                             config: self.config.clone(),
                         };
@@ -213,6 +216,7 @@ impl Worker {
         }
         claims.close().await;
         while executions.join_next().await.is_some() {}
+        side.close().await;
         Ok(())
     }
 }
@@ -244,6 +248,8 @@ async fn listen(shared: Arc<Shared>, channel: &str) {
 
 struct Execution {
     shared: Arc<Shared>,
+    /// The worker's [`store::side_pool`].
+    side: sqlx::PgPool,
     workflows: Arc<Workflows>,
     config: WorkerConfig,
 }
@@ -295,6 +301,7 @@ impl Execution {
         };
         let ctx = WorkflowContext::new(ContextParts {
             pool: self.shared.pool.clone(),
+            side: self.side.clone(),
             clock: self.shared.clock.clone(),
             lease: lease.clone(),
             identity: identity.clone(),
@@ -319,6 +326,7 @@ impl Execution {
         let lost = Arc::new(Notify::new());
         let heartbeat = tokio::spawn(heartbeat(
             self.shared.clone(),
+            self.side.clone(),
             lease.clone(),
             self.config.lease,
             lost.clone(),
@@ -519,7 +527,17 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Renews the lease every third of its length; tells the execution when it is lost.
-async fn heartbeat(shared: Arc<Shared>, lease: Lease, length: Duration, lost: Arc<Notify>) {
+///
+/// On the worker's side pool: a heartbeat that queued behind the shared pool's work could let the
+/// lease run out while the execution is busy, and it updates the run's row, which the execution's
+/// own held transaction may have locked.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    side: sqlx::PgPool,
+    lease: Lease,
+    length: Duration,
+    lost: Arc<Notify>,
+) {
     let every = length / 3;
     loop {
         tokio::time::sleep(every).await;
@@ -528,7 +546,7 @@ async fn heartbeat(shared: Arc<Shared>, lease: Lease, length: Duration, lost: Ar
             run_id: lease.run_id,
         };
         shared.hook(point).await;
-        match store::heartbeat(&shared.pool, &lease, length).await {
+        match store::heartbeat(&side, &lease, length).await {
             Ok(true) => {}
             Ok(false) => {
                 lost.notify_one();

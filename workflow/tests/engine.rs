@@ -985,6 +985,76 @@ async fn a_transactional_step_and_a_resolved_wait_commit_with_the_park_after_the
     );
 }
 
+/// An execution holds one connection of the engine's pool at a time, even when a transactional
+/// step outlasts `record_start_after` with its transaction open and its attempt is recorded as
+/// running meanwhile: that record goes through the worker's own side connections. So a pool with
+/// fewer connections than the worker has slots only queues: here two connections and four slots,
+/// every step holding its transaction 300 ms. Recorded on the shared pool, the four executions
+/// would wait on each other until the pool's acquire timeout failed their steps.
+#[sqlx::test(migrations = false)]
+async fn steps_that_outlast_their_record_while_holding_a_transaction_need_one_connection_each(pool: PgPool) {
+    migrated(&pool).await;
+    sqlx::query("create table effects (run_id uuid not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let look = pool.clone();
+    let workflows = Workflows::new().register("hold", move |ctx, _: ()| {
+        let look = look.clone();
+        async move {
+            ctx.run_tx("hold", RetryPolicy::no_retry(), |step, tx| async move {
+                let database = |e: sqlx::Error| StepError::permanent("database", e.to_string());
+                let mut tx = tx.transaction().await.map_err(database)?;
+                sqlx::query("insert into effects (run_id) values ($1)")
+                    .bind(step.run_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(database)?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Seen from outside while the transaction is still open: the running record.
+                let recorded: Option<String> = sqlx::query_scalar(
+                    "select status from workflow.step_attempts where run_id = $1 and step_name = 'hold'",
+                )
+                .bind(step.run_id)
+                .fetch_optional(&look)
+                .await
+                .map_err(database)?;
+                Ok(recorded)
+            })
+            .await
+        }
+    });
+    let engine = Engine::builder(small.clone())
+        .record_start_after(Duration::from_millis(50))
+        .build();
+    let workers = Workers::start(&engine, &workflows, 1, |_| worker_config("w"));
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(engine.start("hold", &(), StartOptions::default()).await.unwrap());
+    }
+    for run in runs {
+        let done = engine.wait_until_finished(run, WAIT).await.unwrap();
+        assert_eq!(
+            (done.status, done.output),
+            (RunStatus::Completed, Some(json!("running"))),
+            "run {run}: recorded as running while its step held its transaction, then completed"
+        );
+    }
+    workers.stop().await;
+    let effects: i64 = sqlx::query_scalar("select count(*) from effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 4, "each step's write once");
+    small.close().await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_transactional_steps_failed_attempt_writes_nothing_and_the_retry_writes_once_and_runs_its_after_commit(
     pool: PgPool,

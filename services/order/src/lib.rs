@@ -94,10 +94,17 @@ impl Service for OrderService {
         config.addr
     }
 
-    /// Sized for the HTTP handlers, the relay, the consumer and the workflow executions (each may
-    /// hold two connections: its step's and the engine's).
+    /// Sized for the work, not for the worst case: eight for the HTTP handlers, the relay and the
+    /// consumer, and one for every four workflow slots. An execution holds one connection at a
+    /// time (its step's transaction or the engine's statement; a running step's record and the
+    /// heartbeats go through the worker's own few, `pizza_workflow`'s side pool), and only while it
+    /// writes: a slot spends most of its time on the payment provider, the kitchen or a signal,
+    /// holding none. So a smaller pool only queues, it cannot deadlock. Twice the slots (before)
+    /// let the pool grow to 180 connections at 80 orders/s on two cores, each a PostgreSQL backend
+    /// planning its statements anew and taking its turn on the cores; at a quarter of the slots
+    /// that load ran with 40 (see `docs/decisions.md`).
     fn max_connections(config: &Config) -> u32 {
-        8 + 2 * config.workflow_concurrency
+        8 + config.workflow_concurrency / 4
     }
 
     fn migrations() -> Migrator {

@@ -163,6 +163,8 @@ impl Held {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// Where a running step's attempt is recorded (see [`store::side_pool`]).
+    side: PgPool,
     clock: Arc<dyn Clock>,
     lease: Lease,
     identity: RunIdentity,
@@ -189,6 +191,8 @@ pub struct WorkflowContext {
 #[derive(Debug)]
 pub(crate) struct ContextParts {
     pub pool: PgPool,
+    /// The worker's [`store::side_pool`].
+    pub side: PgPool,
     pub clock: Arc<dyn Clock>,
     pub lease: Lease,
     pub identity: RunIdentity,
@@ -211,6 +215,7 @@ impl WorkflowContext {
         Self {
             inner: Arc::new(Inner {
                 pool: parts.pool,
+                side: parts.side,
                 clock: parts.clock,
                 lease: parts.lease,
                 identity: parts.identity,

@@ -264,8 +264,10 @@ impl WorkflowContext {
                     started_at,
                     end: None,
                 };
-                // If this fails the step's future is dropped here, as a crash would stop it.
-                store::record_attempt(&self.inner.pool, &self.inner.lease, running).await?;
+                // If this fails the step's future is dropped here, as a crash would stop it. The
+                // step's code is paused meanwhile, perhaps holding its transaction: the record goes
+                // through the side pool, never waiting for a second connection of the shared one.
+                store::record_attempt(&self.inner.side, &self.inner.lease, running).await?;
                 recorded_running = true;
                 work.await
             }
