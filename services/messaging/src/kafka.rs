@@ -375,7 +375,10 @@ mod tests {
         assert_eq!(config.get("fetch.wait.max.ms"), Some("20"));
         let mut own = base();
         own.set("fetch.wait.max.ms", "5");
-        assert_eq!(consumer_config(&own, "g", None).get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(
+            consumer_config(&own, "g", None).get("fetch.wait.max.ms"),
+            Some("5")
+        );
     }
 
     #[test]
