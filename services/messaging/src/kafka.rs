@@ -81,21 +81,22 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str, instance_id: Option<
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    // A fetch waits up to 20 ms for records to pile up instead of returning with the first byte:
-    // at librdkafka's defaults every produce woke every consumer of the topic with a fetch of its
-    // own, and the broker took 0.28 of the shop's two cores at 80 orders/s; 0.13 with this, for at
-    // most 20 ms more a hop (see `docs/decisions.md`).
-    for (key, value) in [("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "20")] {
+    // Defaults a caller's base configuration may override.
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        // A fetch waits up to 20 ms for records to pile up instead of returning with the first
+        // byte: at librdkafka's defaults every produce woke every consumer of the topic with a
+        // fetch of its own, and the broker took 0.28 of the shop's two cores at 80 orders/s; 0.13
+        // with this, for at most 20 ms more a hop (see `docs/decisions.md`).
+        ("fetch.min.bytes", "65536"),
+        ("fetch.wait.max.ms", "20"),
+        // Statistics feed the consumer-lag gauge and the stall watch.
+        ("statistics.interval.ms", "10000"),
+    ];
+    for (key, value) in defaults {
         if config.get(key).is_none() {
             config.set(key, value);
         }
-    }
-    if config.get("auto.offset.reset").is_none() {
-        config.set("auto.offset.reset", "earliest");
-    }
-    // Statistics feed the consumer-lag gauge and the stall watch.
-    if config.get("statistics.interval.ms").is_none() {
-        config.set("statistics.interval.ms", "10000");
     }
     config
 }
