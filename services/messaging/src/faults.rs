@@ -47,7 +47,7 @@ pub trait FaultHooks: Send + Sync + Debug {
     }
 
     /// Should the relay crash now, after the broker stored records and before their rows are marked
-    /// published? Asked once for each batch of answers that includes a stored record. The relay
+    /// published? Asked before each mark that would include a stored record. The relay
     /// then stops as a killed process would: its claims stay, and the rows are published again by
     /// whoever takes them next (a relay with the same instance id at once, any other once the
     /// claims expire), which the consumers' inbox absorbs. Not part of the fault plan: for tests.

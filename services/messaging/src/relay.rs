@@ -490,21 +490,6 @@ impl Relay {
             if settled.len() > answered_before || in_flight.is_empty() {
                 last_answer = Instant::now();
             }
-            if settled[answered_before..]
-                .iter()
-                .any(|(_, s)| *s == Settle::Published)
-                && faults::crash_relay_before_mark(&self.config.faults)
-            {
-                tracing::warn!(
-                    schema = %self.outbox.schema(),
-                    "fault: the relay crashes after the broker stored records, before marking them"
-                );
-                stats.crashed = true;
-                // Rows in flight go with the producer; the claims stay until their successor takes
-                // them back or they expire.
-                self.close().await;
-                return stats;
-            }
             let now = Instant::now();
             if now >= next_housekeeping {
                 self.housekeeping().await;
@@ -536,6 +521,22 @@ impl Relay {
             let claim = room > 0 && now >= next_claim;
             let mark = claim || settled.len() >= self.config.batch_size as usize;
             if mark {
+                // Asked here, about everything this mark would write: answers reach `settled` both
+                // at the top of the loop and in the wait below, so a check at the top alone let a
+                // stored record be marked before the crash.
+                if settled.iter().any(|(_, s)| *s == Settle::Published)
+                    && faults::crash_relay_before_mark(&self.config.faults)
+                {
+                    tracing::warn!(
+                        schema = %self.outbox.schema(),
+                        "fault: the relay crashes after the broker stored records, before marking them"
+                    );
+                    stats.crashed = true;
+                    // Rows in flight go with the producer; the claims stay until their successor
+                    // takes them back or they expire.
+                    self.close().await;
+                    return stats;
+                }
                 if claim && let Some(listener) = listener.as_mut() {
                     // This claim reads every row announced so far: the announcements waiting would
                     // only wake the relay again to find nothing (an empty claim is a commit).
