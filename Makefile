@@ -28,7 +28,7 @@ scenarios: ## the trace-integrity matrix: all ten scenarios x (continuous, linke
 
 bench-load: ## load benchmarks on a shop of the tester's own (printed, not asserted)
 	@$(INFRA) up
-	cargo run --release -p pizza-load -- bench
+	DATABASE_URL=$${DATABASE_URL:-$$($(INFRA) database-url)} cargo run --release -p pizza-load -- bench
 
 compose-up: ## the shop in containers (needs Docker): the shop on localhost:8080, Jaeger on localhost:16686
 	docker compose -f deploy/docker-compose.yml up --build
@@ -72,4 +72,4 @@ bench: ## every benchmark in one run (printed, not asserted): messaging traced v
 	@$(INFRA) up
 	cargo bench -p pizza-messaging --bench throughput
 	cargo bench -p pizza-workflow --bench throughput
-	cargo run --release -p pizza-load -- bench
+	DATABASE_URL=$${DATABASE_URL:-$$($(INFRA) database-url)} cargo run --release -p pizza-load -- bench

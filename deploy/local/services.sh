@@ -33,7 +33,8 @@ fail() {
 # ---- settings -----------------------------------------------------------------------------------------
 # The demo's defaults: the native stack's ports, a readable pace (an order takes about 40 s), the
 # workshop's admin token. Exported so every child process sees the same values.
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:55432/postgres}
+# PostgreSQL through its Unix socket when the native stack's server is up (infra.sh database-url).
+export DATABASE_URL=${DATABASE_URL:-$("$ROOT/deploy/local/infra.sh" database-url)}
 export PIZZA_KAFKA_BOOTSTRAP=${PIZZA_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
 export PIZZA_TIME_SCALE=${PIZZA_TIME_SCALE:-1.0}
 # The workshop's published admin token: the services accept it only while they listen on loopback, as

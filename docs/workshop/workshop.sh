@@ -29,7 +29,7 @@
 # PostgreSQL then go through `docker compose exec` (compose publishes no PostgreSQL port).
 
 WORKSHOP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:55432/postgres}
+export DATABASE_URL=${DATABASE_URL:-$("$WORKSHOP_ROOT/deploy/local/infra.sh" database-url)}
 export PIZZA_ADMIN_TOKEN=${PIZZA_ADMIN_TOKEN:-pizza-workshop}
 export PIZZA_ORDER_URL=http://${PIZZA_ORDER_ADDR:-127.0.0.1:8080}
 export PIZZA_KITCHEN_URL=http://${PIZZA_KITCHEN_ADDR:-127.0.0.1:8081}

@@ -203,6 +203,18 @@ async fn ladder(
     Ok((runs, best))
 }
 
+/// How the shop reaches PostgreSQL, for the bench's heading: a statement's round trip costs less
+/// through the server's Unix socket than over loopback TCP (`make bench-load` takes the socket when
+/// the native stack's server is up; see `deploy/local/infra.sh database-url`), so the figures say
+/// which they were measured on.
+fn postgres_transport(database_url: &str) -> &'static str {
+    match database_url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(options) if options.get_socket().is_some() => "through its Unix socket",
+        Ok(_) => "over TCP",
+        Err(_) => "at an unreadable URL",
+    }
+}
+
 /// Runs the three benchmarks and returns the printed summary.
 pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
@@ -210,8 +222,10 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
         text,
         "## Load benchmarks ({} s per step; traced = every span sampled and exported; \
          {BENCH_WORKFLOW_CONCURRENCY} workflow executions at once in the order service, {BENCH_OVENS} ovens; \
-         commits/order leaves out the tester's own looks at the orders, which the next column counts)\n",
-        step.as_secs()
+         PostgreSQL {}; commits/order leaves out the tester's own looks at the orders, which the next \
+         column counts)\n",
+        step.as_secs(),
+        postgres_transport(&pizza_testkit::Stack::from_env().database_url)
     );
     let _ = writeln!(
         text,
@@ -342,5 +356,23 @@ fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64
             push(c);
         }
         let _ = writeln!(text, "{row}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_transport;
+
+    #[test]
+    fn the_heading_says_whether_postgres_was_reached_through_its_socket() {
+        assert_eq!(
+            postgres_transport("postgres://postgres@%2Fwork%2Fmain%2F.run%2Fpostgres:55432/postgres"),
+            "through its Unix socket"
+        );
+        assert_eq!(
+            postgres_transport("postgres://postgres@127.0.0.1:55432/postgres"),
+            "over TCP"
+        );
+        assert_eq!(postgres_transport("not a URL"), "at an unreadable URL");
     }
 }

@@ -314,6 +314,50 @@ async fn an_order_goes_from_accepted_to_completed_with_every_side_effect_once(
     shop.stop().await
 }
 
+/// The URL `deploy/local/infra.sh database-url` gives the native stack's clients on this machine
+/// (`make demo`, the workshop, `make bench-load`): PostgreSQL's Unix socket, while the server is up.
+/// A whole shop runs on such a URL (the services, their pools, listeners and migrations; the
+/// shop's own database named in its path), its services' connections are the socket's, and an
+/// order completes.
+#[sqlx::test(migrations = false)]
+async fn a_shop_on_the_native_stacks_unix_socket_url_completes_an_order(pool: PgPool) -> anyhow::Result<()> {
+    let infra = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/infra.sh");
+    let out = std::process::Command::new("bash")
+        .args([infra, "database-url"])
+        .output()?;
+    ensure!(out.status.success(), "infra.sh database-url: {out:?}");
+    let server = String::from_utf8(out.stdout)?.trim().to_owned();
+    let parsed: sqlx::postgres::PgConnectOptions = server.parse()?;
+    ensure!(
+        parsed.get_socket().is_some(),
+        "with the server up, infra.sh database-url names its socket; it gave {server}"
+    );
+    let name = pool
+        .connect_options()
+        .get_database()
+        .context("the test's database")?
+        .to_owned();
+    let (without_path, _) = server.rsplit_once('/').context("a database path")?;
+    let shop = Shop::open(Options::new(format!("{without_path}/{name}"))).await?;
+    let client = Client::new(&shop);
+    let order = client.place_order().await?;
+    let done = client.until_terminal(order).await?;
+    assert_eq!(done["status"], "completed", "{done}");
+    // A backend without a client address is a Unix socket's: each service holds one at least (its
+    // listening connection) while it runs.
+    let through_socket: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and backend_type = 'client backend' and client_addr is null",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(
+        through_socket >= 3,
+        "{through_socket} connections through the socket"
+    );
+    Ok(())
+}
+
 // ---- failures ----------------------------------------------------------------------------------------
 
 #[sqlx::test(migrations = false)]
