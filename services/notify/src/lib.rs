@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Notifications a subscriber may fall behind before it is told [`Event::Missed`] instead.
@@ -350,11 +350,17 @@ async fn next(
 /// no statement of the caller's pool; the claims of one loop run one at a time, so one connection
 /// serves them, and a claim never queues behind the loop's work for a connection of the shared pool.
 pub fn ordered_scan_pool(pool: &PgPool) -> PgPool {
-    let options = (*pool.connect_options()).clone().options([
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(ordered_scan_options(pool))
+}
+
+/// The connect options of [`ordered_scan_pool`], for a caller that adds settings of its own.
+pub fn ordered_scan_options(pool: &PgPool) -> PgConnectOptions {
+    (*pool.connect_options()).clone().options([
         ("enable_seqscan", "off"),
         ("enable_bitmapscan", "off"),
         ("enable_sort", "off"),
         ("jit", "off"),
-    ]);
-    PgPoolOptions::new().max_connections(1).connect_lazy_with(options)
+    ])
 }
