@@ -11,7 +11,7 @@ use anyhow::{Context as _, ensure};
 use axum::body::Body;
 use pizza_servicekit::Host;
 use pizza_testkit::records::eventually;
-use pizza_testkit::shop::{ADMIN_TOKEN, Options, Service, Shop, database_url_of};
+use pizza_testkit::shop::{ADMIN_TOKEN, Options, Service, Shop, database_url_of, database_url_on};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
@@ -332,13 +332,7 @@ async fn a_shop_on_the_native_stacks_unix_socket_url_completes_an_order(pool: Pg
         parsed.get_socket().is_some(),
         "with the server up, infra.sh database-url names its socket; it gave {server}"
     );
-    let name = pool
-        .connect_options()
-        .get_database()
-        .context("the test's database")?
-        .to_owned();
-    let (without_path, _) = server.rsplit_once('/').context("a database path")?;
-    let shop = Shop::open(Options::new(format!("{without_path}/{name}"))).await?;
+    let shop = Shop::open(Options::new(database_url_on(&server, &pool)?)).await?;
     let client = Client::new(&shop);
     let order = client.place_order().await?;
     let done = client.until_terminal(order).await?;

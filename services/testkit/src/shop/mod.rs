@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use sqlx::PgPool;
 
-pub use options::{Options, Service, Topics, database_url_of};
+pub use options::{Options, Service, Topics, database_url_of, database_url_on};
 
 use crate::broker::PrivateBroker;
 use crate::kafka;

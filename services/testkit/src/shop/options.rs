@@ -169,12 +169,18 @@ impl Options {
 /// The URL of the database behind `pool` (for example the fresh one of a `#[sqlx::test]`): the
 /// stack's `DATABASE_URL` with its database name replaced.
 pub fn database_url_of(pool: &PgPool) -> anyhow::Result<String> {
+    database_url_on(&Stack::from_env().database_url, pool)
+}
+
+/// The URL of the database behind `pool`, reached the way `server_url` reaches its server (another
+/// transport to the same server, such as its Unix socket).
+pub fn database_url_on(server_url: &str, pool: &PgPool) -> anyhow::Result<String> {
     let name = pool
         .connect_options()
         .get_database()
         .context("the pool names no database")?
         .to_owned();
-    with_database(&Stack::from_env().database_url, &name)
+    with_database(server_url, &name)
 }
 
 /// `url` naming the database `name` instead of its own.
