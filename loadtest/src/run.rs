@@ -145,7 +145,24 @@ pub async fn run(
     };
     let traces = if options.read_traces && !options.sdk_disabled {
         progress.note("reading traces from Jaeger");
-        let list: Vec<(uuid::Uuid, String)> = states.iter().map(|s| (s.order_id, s.status.clone())).collect();
+        let roots: std::collections::BTreeMap<uuid::Uuid, &str> = arrivals
+            .arrivals
+            .iter()
+            .filter_map(|a| match &a.outcome {
+                driver::Outcome::Accepted { order_id, trace_id } if !trace_id.is_empty() => {
+                    Some((*order_id, trace_id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        let list: Vec<traces::ToRead> = states
+            .iter()
+            .map(|s| traces::ToRead {
+                order_id: s.order_id,
+                status: s.status.clone(),
+                trace_id: roots.get(&s.order_id).map(|t| (*t).to_owned()),
+            })
+            .collect();
         traces::collect(
             target,
             &list,

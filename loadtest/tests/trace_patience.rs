@@ -84,7 +84,13 @@ async fn an_order_whose_span_has_no_parent_yet_is_read_again_until_the_parent_ar
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let orders = [(order_id, NO_EXPECTATIONS.to_owned())];
+    // With the trace id the `POST /orders` answer would carry: read by id first (whole once the
+    // parent is there), searched while it is not.
+    let orders = [pizza_load::traces::ToRead {
+        order_id,
+        status: NO_EXPECTATIONS.to_owned(),
+        trace_id: Some(trace_id.clone()),
+    }];
     let reader = tokio::spawn(async move {
         let progress = Progress::new("traces", 0, true);
         pizza_load::traces::collect(&target, &orders, Duration::from_secs(60), false, &progress).await
