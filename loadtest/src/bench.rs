@@ -246,6 +246,8 @@ pub async fn run(rates: &[f64], step: Duration, dir: &Path) -> anyhow::Result<St
     if let Some((rate, _, c)) = traced_runs.first() {
         write_profile(&mut text, *rate, c);
     }
+    let reports: Vec<(f64, &Report)> = traced_runs.iter().map(|(r, x, _)| (*r, &x.report)).collect();
+    text.push_str(&stage_table(&reports));
     let Some(rate) = traced_best else {
         return Ok(text);
     };
@@ -325,6 +327,47 @@ fn write_profile(text: &mut String, rate: f64, c: &StepCost) {
     text.push('\n');
 }
 
+/// Where the completed orders' end-to-end time went at each step of the traced ladder: the wait
+/// before each kind of timeline entry, p50 and p99 ([`crate::report::stages`]). The stage whose
+/// wait grows with the rate is where orders queue: the profile of the end-to-end limit.
+fn stage_table(runs: &[(f64, &Report)]) -> String {
+    // The stages in the order of the run that saw the most of them (a low rate may see no issue).
+    let Some((_, widest)) = runs.iter().max_by_key(|(_, r)| r.stages_ms.len()) else {
+        return String::new();
+    };
+    if widest.stages_ms.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from(
+        "Where a completed order's end-to-end time went, traced: the wait before each entry of its \
+         timeline, from the entry before it, by the order service's clock (p50 / p99 ms; a Kafka \
+         event's entry is written when the order service's consumer applies it):\n\n| before |",
+    );
+    let mut rule = String::from("|---|");
+    for (rate, _) in runs {
+        let _ = write!(text, " {rate}/s |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(text, "\n{rule}");
+    let cell = |p: Option<&crate::report::Percentiles>| {
+        p.map_or(" - |".to_owned(), |p| format!(" {:.0} / {:.0} |", p.p50, p.p99))
+    };
+    for stage in &widest.stages_ms {
+        let mut row = format!("| `{}` |", stage.event);
+        for (_, r) in runs {
+            let p = r.stages_ms.iter().find(|s| s.event == stage.event).map(|s| &s.ms);
+            row.push_str(&cell(p));
+        }
+        let _ = writeln!(text, "{row}");
+    }
+    let mut row = String::from("| **end to end** |");
+    for (_, r) in runs {
+        row.push_str(&cell(Some(&r.end_to_end_ms)));
+    }
+    let _ = writeln!(text, "{row}\n");
+    text
+}
+
 /// The services' memory and CPU: idle (before the first, lowest step) and under load (the lowest
 /// and the highest step of the traced ladder).
 fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64, &StepCost)>) {
@@ -361,7 +404,45 @@ fn resources(text: &mut String, low_rate: f64, low: &StepCost, high: Option<(f64
 
 #[cfg(test)]
 mod tests {
-    use super::postgres_transport;
+    use super::{postgres_transport, stage_table};
+    use crate::report::{Percentiles, Report, Stage, tests::sample};
+
+    #[test]
+    fn the_stage_table_has_a_column_per_rate_and_a_row_per_stage() {
+        let ms = |p50: f64, p99: f64| Percentiles {
+            count: 10,
+            p50,
+            p99,
+            ..Percentiles::default()
+        };
+        let stage = |event: &str, p50: f64, p99: f64| Stage {
+            event: event.into(),
+            ms: ms(p50, p99),
+        };
+        let (mut low, _) = sample();
+        low.stages_ms = vec![stage("payment-captured", 210.0, 290.0)];
+        low.end_to_end_ms = ms(2500.0, 2900.0);
+        let mut high: Report = low.clone();
+        high.stages_ms = vec![
+            stage("payment-captured", 400.0, 2100.0),
+            stage("order-ready", 900.0, 1500.0),
+        ];
+        high.end_to_end_ms = ms(4000.0, 8200.0);
+        let table = stage_table(&[(10.0, &low), (100.0, &high)]);
+        assert!(table.contains("| before | 10/s | 100/s |"), "{table}");
+        assert!(
+            table.contains("| `payment-captured` | 210 / 290 | 400 / 2100 |"),
+            "{table}"
+        );
+        assert!(table.contains("| `order-ready` | - | 900 / 1500 |"), "{table}");
+        assert!(
+            table.contains("| **end to end** | 2500 / 2900 | 4000 / 8200 |"),
+            "{table}"
+        );
+        let (none, _) = sample();
+        assert_eq!(stage_table(&[(10.0, &none)]), "", "no stages, no table");
+        assert_eq!(stage_table(&[]), "");
+    }
 
     #[test]
     fn the_heading_says_whether_postgres_was_reached_through_its_socket() {

@@ -244,6 +244,13 @@ pub struct OrderState {
     pub terminal_entries: usize,
     /// Seconds from creation to the terminal timeline entry, by the service's clock.
     pub end_to_end_s: Option<f64>,
+    /// Where that time went: each timeline entry after the first, in `seq` order, with the seconds
+    /// since the entry before it (`"payment-captured"` and the time from `order-accepted` to it, and
+    /// so on), by the service's clock. An entry's time is when the order service recorded it (an
+    /// event from Kafka: when its consumer applied it), so a gap holds the work before the entry
+    /// and every queue on the way: under load the gap that grows names the stage that queues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<(String, f64)>,
 }
 
 /// The terminal statuses of the order API.
@@ -311,6 +318,7 @@ pub async fn settle(target: &Target, orders: &[Uuid], timeout: Duration, progres
                 reason: None,
                 terminal_entries: 0,
                 end_to_end_s: None,
+                stages: Vec::new(),
             })
         })
         .collect();
@@ -340,6 +348,7 @@ async fn fetch_state(client: &reqwest::Client, url: &str, id: Uuid) -> Option<Or
             reason: None,
             terminal_entries: 0,
             end_to_end_s: None,
+            stages: Vec::new(),
         });
     }
     if !response.status().is_success() {
@@ -377,7 +386,29 @@ pub fn state_from_json(id: Uuid, body: &Value) -> OrderState {
         reason: body["reason"].as_str().map(str::to_owned),
         terminal_entries: terminal_entries.len(),
         end_to_end_s,
+        stages: stages(&timeline),
     }
+}
+
+/// The gaps between an order's timeline entries, in `seq` order (see [`OrderState::stages`]);
+/// entries without a readable event or time are left out.
+fn stages(timeline: &[Value]) -> Vec<(String, f64)> {
+    let mut entries: Vec<(i64, &str, time::OffsetDateTime)> = timeline
+        .iter()
+        .filter_map(|e| {
+            let at = time::OffsetDateTime::parse(
+                e["at"].as_str()?,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some((e["seq"].as_i64()?, e["event"].as_str()?, at))
+        })
+        .collect();
+    entries.sort_by_key(|(seq, _, _)| *seq);
+    entries
+        .windows(2)
+        .map(|w| (w[1].1.to_owned(), (w[1].2 - w[0].2).as_seconds_f64()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -399,9 +430,29 @@ mod tests {
         assert!(s.terminal);
         assert_eq!(s.terminal_entries, 1);
         assert_eq!(s.end_to_end_s, Some(4.5));
+        assert!(s.stages.is_empty(), "entries without an event name are no stage");
         let twice = json!({"status": "cancelled", "terminal": true, "timeline": [
             {"status": "completed", "at": "x"}, {"status": "cancelled", "at": "y"}]});
         assert_eq!(state_from_json(id, &twice).terminal_entries, 2);
+    }
+
+    #[test]
+    fn the_stages_are_the_gaps_between_timeline_entries_in_seq_order() {
+        let id = Uuid::new_v4();
+        // Out of order on purpose: the gaps follow `seq`, not the array.
+        let body = json!({"status": "completed", "terminal": true, "timeline": [
+            {"seq": 3, "at": "2026-01-01T10:00:03.5Z", "status": "completed", "event": "order-completed"},
+            {"seq": 1, "at": "2026-01-01T10:00:00Z", "status": "accepted", "event": "order-accepted"},
+            {"seq": 2, "at": "2026-01-01T10:00:01.25Z", "status": "paid", "event": "payment-captured"},
+            {"seq": 4, "at": "not a time", "status": "completed", "event": "ignored"}
+        ]});
+        assert_eq!(
+            state_from_json(id, &body).stages,
+            vec![
+                ("payment-captured".to_owned(), 1.25),
+                ("order-completed".to_owned(), 2.25)
+            ]
+        );
     }
 
     #[test]

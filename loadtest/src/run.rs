@@ -208,6 +208,7 @@ pub async fn run(
         arrivals: arrival_summary,
         latency_ms: latency,
         end_to_end_ms: report::end_to_end(&states),
+        stages_ms: report::stages(&states),
         settle_s,
         settle_looks: looks,
         pass: orders.lost.is_empty() && orders.duplicated_side_effects == 0,

@@ -65,6 +65,23 @@ impl Report {
                 p.count, p.p50, p.p90, p.p99, p.p999, p.max
             );
         }
+        if !self.stages_ms.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nWhere a completed order's time went: the wait before each entry of its timeline, \
+                 from the entry before it, by the order service's clock (ms):\n"
+            );
+            let _ = writeln!(md, "| before | n | p50 | p90 | p99 | max |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|");
+            for s in &self.stages_ms {
+                let p = &s.ms;
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    s.event, p.count, p.p50, p.p90, p.p99, p.max
+                );
+            }
+        }
         let o = &self.orders;
         let _ = writeln!(md, "\n## Orders\n");
         let statuses: Vec<String> = o.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -263,5 +280,31 @@ mod tests {
         assert!(md.contains("| 5 | 4 | 1 | 0 | 0 | 1 | 1.60 |"), "{md}");
         assert!(md.contains("| 4 | 3 (75.0%)"), "{md}");
         assert!(md.contains("NOT MET"));
+        assert!(
+            !md.contains("Where a completed order's time went"),
+            "no stages, no table"
+        );
+    }
+
+    #[test]
+    fn markdown_shows_where_a_completed_orders_time_went() {
+        let (mut r, _) = sample();
+        let ms = crate::report::Percentiles {
+            count: 3,
+            p50: 200.0,
+            p90: 350.0,
+            p99: 400.0,
+            p999: 400.0,
+            max: 400.0,
+        };
+        r.stages_ms = vec![crate::report::Stage {
+            event: "payment-captured".into(),
+            ms,
+        }];
+        let md = r.markdown("report.svg");
+        assert!(
+            md.contains("| `payment-captured` | 3 | 200.0 | 350.0 | 400.0 | 400.0 |"),
+            "{md}"
+        );
     }
 }

@@ -31,8 +31,8 @@ mod svg;
 pub use checks::{Check, checks};
 pub use pizza_testkit::collector::CollectorSpans;
 pub use stats::{
-    ArrivalSummary, Bucket, Cancelled, KilledLoss, Percentiles, TraceSummary, end_to_end, histogram,
-    killed_loss, percentiles, summarize, terminal_times, timeline,
+    ArrivalSummary, Bucket, Cancelled, KilledLoss, Percentiles, Stage, TraceSummary, end_to_end, histogram,
+    killed_loss, percentiles, stages, summarize, terminal_times, timeline,
 };
 
 /// The whole report.
@@ -54,6 +54,9 @@ pub struct Report {
     pub latency_ms: Percentiles,
     /// From acceptance to the terminal state, by the order service's clock, ms.
     pub end_to_end_ms: Percentiles,
+    /// Where the completed orders' end-to-end time went, stage by stage (see [`stages`]).
+    #[serde(default)]
+    pub stages_ms: Vec<Stage>,
     /// Seconds spent waiting for terminal states.
     pub settle_s: f64,
     /// `GET /orders/{id}` the order service answered while the tester waited (one commit each).
@@ -234,6 +237,7 @@ pub(crate) mod tests {
             arrivals: summary,
             latency_ms: latency,
             end_to_end_ms: Percentiles::default(),
+            stages_ms: Vec::new(),
             settle_s: 1.0,
             settle_looks: 0,
             orders,

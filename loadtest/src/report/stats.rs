@@ -377,6 +377,45 @@ pub fn summarize(arrivals: &Arrivals) -> (ArrivalSummary, Percentiles) {
     (s, percentiles(&h))
 }
 
+/// One stage of the completed orders' end-to-end time: the wait before one kind of timeline entry
+/// (see [`OrderState::stages`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The timeline entry's event (`payment-captured`, `order-ready`, ...).
+    pub event: String,
+    /// The time from the entry before it, ms (an event an order has more than once, like
+    /// `order-on-its-way`, counts each time).
+    pub ms: Percentiles,
+}
+
+/// Where the completed orders' end-to-end time went, stage by stage, in the order the stages
+/// happen (by their mean position in the timelines). Only completed orders: a cancelled one's
+/// timeline is another path, and its compensation would blur the stages of the common one.
+pub fn stages(states: &[OrderState]) -> Vec<Stage> {
+    let mut by_event: BTreeMap<&str, (Histogram<u64>, f64)> = BTreeMap::new();
+    for s in states.iter().filter(|s| s.status == "completed") {
+        for (position, (event, secs)) in s.stages.iter().enumerate() {
+            let (h, positions) = by_event
+                .entry(event.as_str())
+                .or_insert_with(|| (histogram(), 0.0));
+            h.saturating_record(((secs.max(0.0) * 1e6) as u64).max(1));
+            *positions += position as f64;
+        }
+    }
+    let mut stages: Vec<(f64, Stage)> = by_event
+        .into_iter()
+        .map(|(event, (h, positions))| {
+            let stage = Stage {
+                event: event.to_owned(),
+                ms: percentiles(&h),
+            };
+            (positions / h.len() as f64, stage)
+        })
+        .collect();
+    stages.sort_by(|a, b| a.0.total_cmp(&b.0));
+    stages.into_iter().map(|(_, stage)| stage).collect()
+}
+
 /// End-to-end latency percentiles of the terminal orders.
 pub fn end_to_end(states: &[OrderState]) -> Percentiles {
     let mut h = histogram();
@@ -498,6 +537,7 @@ mod tests {
             reason: reason.map(str::to_owned),
             terminal_entries: 1,
             end_to_end_s: Some(1.0),
+            stages: Vec::new(),
         };
         let c = Cancelled::of(&[
             state("completed", None),
@@ -507,6 +547,51 @@ mod tests {
         ]);
         assert_eq!((c.orders, c.share), (2, 0.5));
         assert_eq!(c.reasons["kitchen-timeout"], 2);
+    }
+
+    #[test]
+    fn stages_are_the_completed_orders_gaps_by_event_in_timeline_order() {
+        let order = |status: &str, stages: &[(&str, f64)]| OrderState {
+            order_id: Uuid::new_v4(),
+            status: status.into(),
+            terminal: true,
+            reason: None,
+            terminal_entries: 1,
+            end_to_end_s: Some(1.0),
+            stages: stages.iter().map(|(e, s)| ((*e).to_owned(), *s)).collect(),
+        };
+        let states = [
+            order(
+                "completed",
+                &[
+                    ("payment-captured", 0.2),
+                    ("order-ready", 1.0),
+                    ("order-on-its-way", 0.5),
+                    ("order-on-its-way", 0.7),
+                ],
+            ),
+            order(
+                "completed",
+                &[
+                    ("payment-captured", 0.4),
+                    ("order-ready", 3.0),
+                    ("order-on-its-way", 0.5),
+                ],
+            ),
+            // Cancelled: another path, left out.
+            order(
+                "cancelled",
+                &[("order-cancelled", 60.0), ("payment-captured", 9.0)],
+            ),
+        ];
+        let stages = stages(&states);
+        let events: Vec<&str> = stages.iter().map(|s| s.event.as_str()).collect();
+        assert_eq!(events, ["payment-captured", "order-ready", "order-on-its-way"]);
+        assert_eq!(stages[0].ms.count, 2);
+        assert!((stages[0].ms.max - 400.0).abs() < 1.0, "{:?}", stages[0].ms);
+        assert!((stages[1].ms.max - 3000.0).abs() < 5.0, "{:?}", stages[1].ms);
+        assert_eq!(stages[2].ms.count, 3, "every leg counts");
+        assert!(super::stages(&[]).is_empty());
     }
 
     #[test]
