@@ -104,6 +104,6 @@ impl Service for Delivery {
 
     async fn background(self, stop: Stop) {
         tracing::info!(leg_time = ?self.config.leg_time(), updates = self.config.updates, "delivery running");
-        self.drivers.run(stop.wait()).await;
+        self.drivers.run(stop).await;
     }
 }

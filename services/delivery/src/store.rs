@@ -71,108 +71,139 @@ pub async fn find(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Option<Deli
     .await?)
 }
 
-/// Up to `limit` deliveries whose next step is due, the earliest first, locked; rows another
-/// replica holds are skipped.
-pub async fn lock_due(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+/// Up to `limit` deliveries in `status` whose next step is due, the earliest first, locked; rows
+/// another replica holds are skipped.
+pub async fn lock_due(
+    db: impl PgExecutor<'_>,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
     Ok(sqlx::query_as(
         "select delivery_id, order_id, ticket_id, status, progress_step, pickup_attempts, failure_reason, \
          trace_carrier from delivery.deliveries \
-         where status in ('requested', 'on_the_way') and next_at <= now() \
-         order by next_at limit $1 for update skip locked",
+         where status = $1 and next_at <= now() \
+         order by next_at limit $2 for update skip locked",
     )
+    .bind(status)
     .bind(limit)
     .fetch_all(db)
     .await?)
 }
 
-/// How long until the next step of a delivery is due, by the database's clock at the time of the
-/// call (`clock_timestamp()`, not the transaction's start): zero if one is due already, `None` if no
-/// delivery is under way.
-pub async fn next_due_in(db: impl PgExecutor<'_>) -> Result<Option<std::time::Duration>, StoreError> {
+/// How long until the next step of a delivery in `status` is due, by the database's clock at the
+/// time of the call (`clock_timestamp()`, not the transaction's start): zero if one is due already,
+/// `None` if no delivery is in that status.
+pub async fn next_due_in(
+    db: impl PgExecutor<'_>,
+    status: &str,
+) -> Result<Option<std::time::Duration>, StoreError> {
     let seconds: Option<f64> = sqlx::query_scalar(
         "select extract(epoch from min(next_at) - clock_timestamp())::float8 from delivery.deliveries \
-         where status in ('requested', 'on_the_way')",
+         where status = $1",
     )
+    .bind(status)
     .fetch_one(db)
     .await?;
     Ok(seconds.map(pizza_servicekit::background::seconds_from_now))
 }
 
-/// `requested` → `on_the_way`, first leg due after `leg_seconds`.
-pub async fn mark_picked_up(
-    db: impl PgExecutor<'_>,
-    delivery_id: Uuid,
-    leg_seconds: f64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "update delivery.deliveries set status = 'on_the_way', picked_up_at = now(), updated_at = now(), \
-         progress_step = 0, next_at = now() + make_interval(secs => $2) \
-         where delivery_id = $1 and status = 'requested'",
-    )
-    .bind(delivery_id)
-    .bind(leg_seconds)
-    .execute(db)
-    .await?;
-    Ok(())
+/// What one step does to its delivery; a round writes all of its steps' changes in one statement
+/// ([`apply`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Change {
+    /// `requested` → `on_the_way`, the first leg due after `leg_seconds`.
+    PickedUp {
+        /// Drive time of a leg.
+        leg_seconds: f64,
+    },
+    /// Another pickup attempt came to nothing; try again after `retry_seconds`.
+    RetryPickup {
+        /// Wait before the next attempt.
+        retry_seconds: f64,
+    },
+    /// One more leg driven: the step is `step`, the next leg due after `leg_seconds`.
+    Advance {
+        /// Position updates sent, this one included.
+        step: i32,
+        /// Drive time of a leg.
+        leg_seconds: f64,
+    },
+    /// `on_the_way` → `delivered`.
+    Delivered,
+    /// → `failed`, with a reason code.
+    Failed {
+        /// A short code (`driver-failure`), never free text.
+        reason: &'static str,
+    },
 }
 
-/// Another pickup attempt failed; try again after `retry_seconds`.
-pub async fn retry_pickup(
-    db: impl PgExecutor<'_>,
-    delivery_id: Uuid,
-    retry_seconds: f64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "update delivery.deliveries set pickup_attempts = pickup_attempts + 1, updated_at = now(), \
-         next_at = now() + make_interval(secs => $2) where delivery_id = $1 and status = 'requested'",
-    )
-    .bind(delivery_id)
-    .bind(retry_seconds)
-    .execute(db)
-    .await?;
-    Ok(())
+impl Change {
+    /// The change's name in [`apply`]'s statement, and its step, seconds and reason columns.
+    fn columns(self) -> (&'static str, i32, f64, Option<&'static str>) {
+        match self {
+            Change::PickedUp { leg_seconds } => ("picked-up", 0, leg_seconds, None),
+            Change::RetryPickup { retry_seconds } => ("retry", 0, retry_seconds, None),
+            Change::Advance { step, leg_seconds } => ("advance", step, leg_seconds, None),
+            Change::Delivered => ("delivered", 0, 0.0, None),
+            Change::Failed { reason } => ("failed", 0, 0.0, Some(reason)),
+        }
+    }
 }
 
-/// One more leg driven: the step is `step`, the next leg due after `leg_seconds`.
-pub async fn advance(
-    db: impl PgExecutor<'_>,
-    delivery_id: Uuid,
-    step: i32,
-    leg_seconds: f64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "update delivery.deliveries set progress_step = $2, updated_at = now(), \
-         next_at = now() + make_interval(secs => $3) where delivery_id = $1 and status = 'on_the_way'",
+/// Writes a round's changes, one per delivery, in one statement. Each is guarded by the status it
+/// expects (a pickup's changes `requested`, a drive's `on_the_way`, a failure either), as every
+/// change to a delivery is; returns how many deliveries changed.
+///
+/// One statement, not one per step: a round of 32 steps was 32 updates and 32 outbox inserts, one
+/// round trip each, one after another, and at 100 orders/s (600 steps a second) the drivers' loop
+/// spent its time waiting on them, each leg of a drive due 0.3 s after the last arriving 0.55 s
+/// after it (`pizza-load bench`, "Where a completed order's end-to-end time went").
+pub async fn apply(db: impl PgExecutor<'_>, changes: &[(Uuid, Change)]) -> Result<u64, StoreError> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let n = changes.len();
+    let (mut ids, mut kinds, mut steps, mut seconds, mut reasons) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (id, change) in changes {
+        let (kind, step, secs, reason) = change.columns();
+        ids.push(*id);
+        kinds.push(kind);
+        steps.push(step);
+        seconds.push(secs);
+        reasons.push(reason);
+    }
+    let done = sqlx::query(
+        "update delivery.deliveries d set \
+             status = case c.kind when 'picked-up' then 'on_the_way' when 'delivered' then 'delivered' \
+                 when 'failed' then 'failed' else d.status end, \
+             progress_step = case c.kind when 'picked-up' then 0 when 'advance' then c.step \
+                 else d.progress_step end, \
+             pickup_attempts = d.pickup_attempts + case c.kind when 'retry' then 1 else 0 end, \
+             next_at = case when c.kind in ('picked-up', 'retry', 'advance') \
+                 then now() + make_interval(secs => c.secs) else d.next_at end, \
+             picked_up_at = case c.kind when 'picked-up' then now() else d.picked_up_at end, \
+             delivered_at = case c.kind when 'delivered' then now() else d.delivered_at end, \
+             failure_reason = case c.kind when 'failed' then c.reason else d.failure_reason end, \
+             updated_at = now() \
+         from unnest($1::uuid[], $2::text[], $3::int4[], $4::float8[], $5::text[]) as c(id, kind, step, secs, reason) \
+         where d.delivery_id = c.id and case c.kind \
+             when 'picked-up' then d.status = 'requested' \
+             when 'retry' then d.status = 'requested' \
+             when 'failed' then d.status in ('requested', 'on_the_way') \
+             else d.status = 'on_the_way' end",
     )
-    .bind(delivery_id)
-    .bind(step)
-    .bind(leg_seconds)
+    .bind(ids)
+    .bind(kinds)
+    .bind(steps)
+    .bind(seconds)
+    .bind(reasons)
     .execute(db)
     .await?;
-    Ok(())
-}
-
-/// `on_the_way` → `delivered`.
-pub async fn mark_delivered(db: impl PgExecutor<'_>, delivery_id: Uuid) -> Result<(), StoreError> {
-    sqlx::query(
-        "update delivery.deliveries set status = 'delivered', delivered_at = now(), updated_at = now() \
-         where delivery_id = $1 and status = 'on_the_way'",
-    )
-    .bind(delivery_id)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// → `failed`, with a reason code.
-pub async fn mark_failed(db: impl PgExecutor<'_>, delivery_id: Uuid, reason: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "update delivery.deliveries set status = 'failed', failure_reason = $2, updated_at = now() \
-         where delivery_id = $1 and status in ('requested', 'on_the_way')",
-    )
-    .bind(delivery_id)
-    .bind(reason)
-    .execute(db)
-    .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }

@@ -5,6 +5,8 @@
 //! the kitchen to be "not ready yet" and then ready, it cooks for minutes and the test ends the cook
 //! time in the kitchen's table, instead of racing a clock.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -457,6 +459,100 @@ async fn a_cancelled_ticket_ends_the_delivery_with_a_delivery_issue(pool: PgPool
     );
     ensure!(seen[0].body["reason"] == "ticket-unavailable", "{}", seen[0].body);
     shop.close().await
+}
+
+/// A kitchen that takes every connection and never answers: a pickup asked of it hangs until the
+/// client gives up. Counts the connections it took; they are held until the task is aborted.
+async fn hanging_kitchen() -> anyhow::Result<(String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    Ok((base, taken, task))
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_hanging_kitchen_holds_back_its_pickup_and_no_drive(pool: PgPool) -> anyhow::Result<()> {
+    let topics = Topics::create().await?;
+    let (kitchen, taken, kitchen_task) = hanging_kitchen().await?;
+    let delivery = Host::<Delivery>::with_pool(delivery_config(&topics, &kitchen), pool.clone()).await?;
+    let delivery =
+        Running::start(|listener, shutdown| async move { Ok(delivery.run(listener, shutdown).await?) })
+            .await?;
+
+    // Order A asks for its pickup, and the kitchen keeps the driver waiting.
+    let waiting = Uuid::now_v7();
+    let event = Envelope::new(
+        "/pizza/order",
+        DeliveryCommand::from(DeliveryRequested {
+            order_id: waiting,
+            ticket_id: Uuid::now_v7(),
+            address: DeliveryAddress {
+                recipient: RECIPIENT.into(),
+                street: STREET.into(),
+                postal_code: "NW1".into(),
+                city: "London".into(),
+            },
+        }),
+    );
+    let encoded = event.encode()?;
+    let producer: FutureProducer = kafka::producer_config(&Stack::from_env()).create()?;
+    producer
+        .send(
+            FutureRecord::to(&topics.requests)
+                .key(&encoded.key)
+                .headers(encoded.headers)
+                .payload(&encoded.payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    eventually(Duration::from_secs(60), "the pickup of A asked", || async {
+        Ok((taken.load(Ordering::SeqCst) >= 1).then_some(()))
+    })
+    .await?;
+
+    // Order B is on the way meanwhile (picked up before: put there by hand, and its drive woken as a
+    // pickup round wakes it).
+    let driving = Uuid::now_v7();
+    sqlx::query(
+        "insert into delivery.deliveries (delivery_id, order_id, ticket_id, status, picked_up_at) \
+         values ($1, $2, $3, 'on_the_way', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(driving)
+    .bind(Uuid::now_v7())
+    .execute(&pool)
+    .await?;
+    pizza_delivery::drivers::announce_on_the_way(&pool);
+
+    // B's whole drive (five legs of 60 ms) ends while A's pickup still hangs: in one loop, B's next
+    // leg waited in the round of A's pickup until the kitchen client gave up on it (5 s, then again).
+    let seen = events_until(&topics.events, driving, types::ORDER_COMPLETED).await?;
+    ensure!(
+        types_of(&seen).last() == Some(&types::ORDER_COMPLETED) && seen.len() == 5,
+        "{:?}",
+        types_of(&seen)
+    );
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("select status, pickup_attempts from delivery.deliveries where order_id = $1")
+            .bind(waiting)
+            .fetch_one(&pool)
+            .await?;
+    ensure!(
+        status == "requested" && attempts == 0,
+        "A's pickup is still the first, still unanswered: {status}, {attempts} attempts"
+    );
+    // Let A's pickup fail (connections dropped) so the service stops at once.
+    kitchen_task.abort();
+    delivery.stop().await
 }
 
 // ---- durability -------------------------------------------------------------------------------------

@@ -33,10 +33,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use pizza_contracts::events::{KitchenEvent, KitchenIssue, OrderInPreparation, OrderReady};
+use pizza_messaging::outbox::current_carrier;
 use pizza_notify::{Notifications, Source};
 use pizza_servicekit::effects::{self, Effects};
 use sqlx::{PgPool, Postgres, Transaction};
-use tracing::{Instrument as _, Span};
+use tracing::Span;
 
 use crate::store::{self, StoreError, TicketRow};
 
@@ -103,91 +104,94 @@ impl Ovens {
     /// One round, in one transaction: finish the due tickets, fill the free ovens, and say when the
     /// next ticket is done. Public so tests and tools can drive the ovens by hand. A failed round
     /// changes nothing and is tried again whole.
+    ///
+    /// Each ticket's step is decided inside its span (its log, its status, the context its event
+    /// carries); the round's changes then go in one statement per kind and its events in one
+    /// ([`store::finish_all`], [`store::start_all`], [`Effects::publish_all`]), not two statements a
+    /// ticket one after another: at 100 orders/s those were 400 round trips a second in this one
+    /// loop, and a ticket waited 155 ms at the median between its insert and its oven (20 ms at
+    /// 10 orders/s; `pizza-load bench`, "Where a completed order's end-to-end time went").
     pub async fn round(&self) -> Result<Round, StoreError> {
         let mut round = Round::default();
         let mut tx = self.effects.begin().await?;
         store::lock_ovens(&mut *tx).await?;
+        let mut events = Vec::new();
         let done = store::lock_done(&mut *tx, FINISH_BATCH).await?;
+        let mut ends = Vec::with_capacity(done.len());
         for row in &done {
-            if self.finish(&mut tx, row).await? {
-                round.finished += 1;
-            } else {
-                round.failed += 1;
-            }
+            ticket_span("cook.finish", row).in_scope(|| {
+                let (end, event) = self.finish(row);
+                match end {
+                    None => round.finished += 1,
+                    Some(_) => round.failed += 1,
+                }
+                ends.push((row.ticket_id, end));
+                events.push((event, current_carrier()));
+            });
         }
-        round.started = self.start_free(&mut tx).await?;
+        store::finish_all(&mut *tx, &ends).await?;
+        let started = self.start_free(&mut tx).await?;
+        round.started = started.len();
+        for row in &started {
+            ticket_span("cook.start", row).in_scope(|| {
+                tracing::info!(ticket_id = %row.ticket_id, "ticket in the oven");
+                let event = KitchenEvent::from(OrderInPreparation {
+                    order_id: row.order_id,
+                    ticket_id: row.ticket_id,
+                });
+                events.push((event, current_carrier()));
+            });
+        }
+        let published = !events.is_empty();
+        self.effects.publish_all(&mut tx, events).await?;
         round.next_due = if done.len() as i64 == FINISH_BATCH {
             Some(Duration::ZERO)
         } else {
             pizza_servicekit::background::until_due(store::next_done_in(&mut *tx).await?)
         };
         tx.commit().await?;
-        if round.started + round.finished + round.failed > 0 {
+        if published {
             self.effects.announce_published();
         }
         Ok(round)
     }
 
-    /// Takes a due ticket out of its oven: true ready, false the oven failed (fault plan).
-    async fn finish(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        row: &TicketRow,
-    ) -> Result<bool, StoreError> {
-        let span = ticket_span("cook.finish", row);
-        async {
-            let ready = !self.effects.faults.business_failure(OVEN_FAULT);
-            let event: KitchenEvent = if ready {
-                store::mark_ready(&mut **tx, row.ticket_id).await?;
-                tracing::info!(ticket_id = %row.ticket_id, "ticket ready");
-                OrderReady {
-                    order_id: row.order_id,
-                    ticket_id: row.ticket_id,
-                }
-                .into()
-            } else {
-                store::mark_failed(&mut **tx, row.ticket_id, OVEN_FAILURE).await?;
-                tracing::warn!(ticket_id = %row.ticket_id, "oven failed (fault plan)");
-                effects::fail_current(OVEN_FAILURE);
-                KitchenIssue {
-                    order_id: row.order_id,
-                    ticket_id: row.ticket_id,
-                    reason: OVEN_FAILURE.to_owned(),
-                }
-                .into()
+    /// How a due ticket comes out of its oven (`None` ready, or the oven's failure, by the fault
+    /// plan), and the event that reports it.
+    fn finish(&self, row: &TicketRow) -> (Option<&'static str>, KitchenEvent) {
+        if self.effects.faults.business_failure(OVEN_FAULT) {
+            tracing::warn!(ticket_id = %row.ticket_id, "oven failed (fault plan)");
+            effects::fail_current(OVEN_FAILURE);
+            let event = KitchenIssue {
+                order_id: row.order_id,
+                ticket_id: row.ticket_id,
+                reason: OVEN_FAILURE.to_owned(),
             };
-            self.effects.publish(tx, event).await?;
-            Ok::<_, StoreError>(ready)
+            return (Some(OVEN_FAILURE), event.into());
         }
-        .instrument(span)
-        .await
+        tracing::info!(ticket_id = %row.ticket_id, "ticket ready");
+        let event = OrderReady {
+            order_id: row.order_id,
+            ticket_id: row.ticket_id,
+        };
+        (None, event.into())
     }
 
     /// Starts as many queued tickets as there are free ovens, oldest first, in the round's
-    /// transaction (which holds the oven lock).
-    async fn start_free(&self, tx: &mut Transaction<'static, Postgres>) -> Result<usize, StoreError> {
+    /// transaction (which holds the oven lock), in one statement; returns them.
+    async fn start_free(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<Vec<TicketRow>, StoreError> {
         let busy = store::cooking(&mut **tx).await?;
         let free = i64::from(self.capacity) - busy;
         if free <= 0 {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let rows = store::lock_queued(&mut **tx, free).await?;
-        for row in &rows {
-            let span = ticket_span("cook.start", row);
-            async {
-                store::mark_cooking(&mut **tx, row.ticket_id, self.cook_time.as_secs_f64()).await?;
-                tracing::info!(ticket_id = %row.ticket_id, "ticket in the oven");
-                let event = KitchenEvent::from(OrderInPreparation {
-                    order_id: row.order_id,
-                    ticket_id: row.ticket_id,
-                });
-                self.effects.publish(tx, event).await?;
-                Ok::<_, StoreError>(())
-            }
-            .instrument(span)
-            .await?;
-        }
-        Ok(rows.len())
+        let ids: Vec<_> = rows.iter().map(|r| r.ticket_id).collect();
+        store::start_all(&mut **tx, &ids, self.cook_time.as_secs_f64()).await?;
+        Ok(rows)
     }
 }
 

@@ -152,17 +152,20 @@ pub async fn lock_queued(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Tick
     .await?)
 }
 
-/// `queued` → `cooking`, done after `cook_seconds`.
-pub async fn mark_cooking(
+/// `queued` → `cooking` for `tickets`, each done after `cook_seconds`, in one statement.
+pub async fn start_all(
     db: impl PgExecutor<'_>,
-    ticket_id: Uuid,
+    tickets: &[Uuid],
     cook_seconds: f64,
 ) -> Result<(), StoreError> {
+    if tickets.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "update kitchen.tickets set status = 'cooking', started_at = now(), updated_at = now(), \
-         cook_until = now() + make_interval(secs => $2) where ticket_id = $1 and status = 'queued'",
+         cook_until = now() + make_interval(secs => $2) where ticket_id = any($1) and status = 'queued'",
     )
-    .bind(ticket_id)
+    .bind(tickets)
     .bind(cook_seconds)
     .execute(db)
     .await?;
@@ -194,26 +197,26 @@ pub async fn next_done_in(db: impl PgExecutor<'_>) -> Result<Option<std::time::D
     Ok(seconds.map(pizza_servicekit::background::seconds_from_now))
 }
 
-/// `cooking` → `ready`.
-pub async fn mark_ready(db: impl PgExecutor<'_>, ticket_id: Uuid) -> Result<(), StoreError> {
+/// Takes `tickets` out of their ovens in one statement: `cooking` → `ready` for those whose failure
+/// is `None`, `cooking` → `failed` with the reason code for the others.
+pub async fn finish_all(
+    db: impl PgExecutor<'_>,
+    tickets: &[(Uuid, Option<&'static str>)],
+) -> Result<(), StoreError> {
+    if tickets.is_empty() {
+        return Ok(());
+    }
+    let (ids, failures): (Vec<Uuid>, Vec<Option<&str>>) = tickets.iter().copied().unzip();
     sqlx::query(
-        "update kitchen.tickets set status = 'ready', ready_at = now(), updated_at = now() \
-         where ticket_id = $1 and status = 'cooking'",
+        "update kitchen.tickets t set \
+             status = case when d.failure is null then 'ready' else 'failed' end, \
+             ready_at = case when d.failure is null then now() else t.ready_at end, \
+             failure_reason = coalesce(d.failure, t.failure_reason), updated_at = now() \
+         from unnest($1::uuid[], $2::text[]) as d(id, failure) \
+         where t.ticket_id = d.id and t.status = 'cooking'",
     )
-    .bind(ticket_id)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// `cooking` → `failed`, with a reason code.
-pub async fn mark_failed(db: impl PgExecutor<'_>, ticket_id: Uuid, reason: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "update kitchen.tickets set status = 'failed', failure_reason = $2, updated_at = now() \
-         where ticket_id = $1 and status = 'cooking'",
-    )
-    .bind(ticket_id)
-    .bind(reason)
+    .bind(ids)
+    .bind(failures)
     .execute(db)
     .await?;
     Ok(())

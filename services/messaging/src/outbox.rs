@@ -41,6 +41,7 @@ pub struct Outbox {
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) insert: String,
+    pub(crate) insert_all: String,
     pub(crate) claim: String,
     pub(crate) renew: String,
     pub(crate) settle: String,
@@ -69,6 +70,18 @@ impl Sql {
             insert: format!(
                 "insert into {t} (event_id, event_source, event_type, event_time, topic, message_key, payload, \
                  trace_carrier) values ($1, $2, $3, $4, $5, $6, $7, $8) returning id"
+            ),
+            // The rows in the order given (`with ordinality`, sorted): the sequence numbers them as
+            // they are inserted, so ids ascend in that order.
+            insert_all: format!(
+                "insert into {t} (event_id, event_source, event_type, event_time, topic, message_key, payload, \
+                 trace_carrier) \
+                 select e.event_id, e.event_source, e.event_type, e.event_time, $5, e.message_key, e.payload, \
+                     e.trace_carrier \
+                 from unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $6::text[], $7::bytea[], \
+                     $8::jsonb[]) with ordinality \
+                     as e(event_id, event_source, event_type, event_time, message_key, payload, trace_carrier, n) \
+                 order by e.n"
             ),
             // One statement, so one short transaction: pick available rows in id order, skipping rows
             // other relays are locking right now and rows behind a held row of their key; keep those
@@ -194,10 +207,7 @@ impl Outbox {
         event: &Envelope<T>,
     ) -> Result<i64, OutboxError> {
         let encoded = event.encode()?;
-        let carrier: BTreeMap<String, String> =
-            propagation::context_to_carrier(&tracing::Span::current().context())
-                .into_iter()
-                .collect();
+        let carrier = current_carrier();
         let a = &event.attributes;
         let id: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
             .bind(a.id)
@@ -211,6 +221,57 @@ impl Outbox {
             .fetch_one(&mut **tx)
             .await?;
         Ok(id)
+    }
+
+    /// Writes `events` for `topic` in the caller's transaction, in one statement: for a loop that
+    /// reports a batch of steps at once (the delivery's drivers). Each event carries the trace
+    /// context given beside it, the context of the span of the step it reports (captured with
+    /// [`current_carrier`] inside that span), since the rows are written after those spans.
+    /// Their ids ascend in the order given. Nothing is published unless the transaction commits.
+    pub async fn enqueue_all_to<T: EventData>(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        topic: &str,
+        events: &[(Envelope<T>, BTreeMap<String, String>)],
+    ) -> Result<(), OutboxError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len();
+        let (mut ids, mut sources, mut types, mut times) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut keys, mut payloads, mut carriers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (event, carrier) in events {
+            let encoded = event.encode()?;
+            let a = &event.attributes;
+            ids.push(a.id);
+            sources.push(a.source.clone());
+            types.push(a.event_type.clone());
+            times.push(a.time);
+            keys.push(encoded.key);
+            payloads.push(encoded.payload);
+            carriers.push(Json(carrier));
+        }
+        sqlx::query(AssertSqlSafe(self.sql.insert_all.clone()))
+            .bind(ids)
+            .bind(sources)
+            .bind(types)
+            .bind(times)
+            .bind(topic)
+            .bind(keys)
+            .bind(payloads)
+            .bind(carriers)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Rows not yet published, per topic: those still to go and those the relay gave up on.
@@ -255,6 +316,15 @@ impl Outbox {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The current span's W3C context (`traceparent`, `tracestate`), as an outbox row keeps it: what
+/// [`Outbox::enqueue_to`] stores with its row, and what [`Outbox::enqueue_all_to`] takes beside
+/// each event. Empty where the current span has no valid context (no span, or the SDK disabled).
+pub fn current_carrier() -> BTreeMap<String, String> {
+    propagation::context_to_carrier(&tracing::Span::current().context())
+        .into_iter()
+        .collect()
 }
 
 /// Unpublished rows of one topic.

@@ -4,7 +4,7 @@
 //! the tests run in parallel without seeing each other's records or rows. The outage test runs its
 //! own broker, because stopping the shared one would break every other test running at that moment.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1353,6 +1353,58 @@ async fn each_schema_gets_its_own_tables_and_migrating_twice_changes_nothing() -
     // A pooled connection was not left with the migration's search path.
     let path: String = sqlx::query_scalar("show search_path").fetch_one(&db.pool).await?;
     assert!(!path.contains(db.schema.as_str()), "{path}");
+    db.drop_schema().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_enqueued_in_one_statement_keeps_its_order_and_each_events_own_context() -> anyhow::Result<()>
+{
+    logs();
+    let db = Db::fresh().await?;
+    migrate(&db.pool, &db.schema).await?;
+    let outbox = Outbox::new(db.schema.clone());
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    // Two orders, one of them twice; each event with the context of the step it reports.
+    let batch: Vec<_> = [(a, "01"), (b, "02"), (a, "03")]
+        .into_iter()
+        .map(|(order, span)| {
+            let event = Envelope::new(
+                "/pizza/order",
+                OrderPlaced {
+                    order_id: order,
+                    items: vec![],
+                    total_cents: 0,
+                },
+            );
+            let traceparent = format!("00-{}-00000000000000{span}-01", "ab".repeat(16));
+            (event, BTreeMap::from([("traceparent".to_owned(), traceparent)]))
+        })
+        .collect();
+    let mut tx = db.pool.begin().await?;
+    outbox.enqueue_all_to(&mut tx, "orders.events", &batch).await?;
+    outbox
+        .enqueue_all_to::<OrderPlaced>(&mut tx, "orders.events", &[])
+        .await?;
+    tx.commit().await?;
+    let rows: Vec<(Uuid, String, String, serde_json::Value)> = sqlx::query_as(AssertSqlSafe(format!(
+        "select event_id, message_key, topic, trace_carrier from {} order by id",
+        db.table("outbox")
+    )))
+    .fetch_all(&db.pool)
+    .await?;
+    let expected: Vec<(Uuid, String, String, serde_json::Value)> = batch
+        .iter()
+        .map(|(event, carrier)| {
+            (
+                event.attributes.id,
+                event.data.order_id.to_string(),
+                "orders.events".to_owned(),
+                serde_json::to_value(carrier).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected, "in the order given, each with its own context");
     db.drop_schema().await;
     Ok(())
 }

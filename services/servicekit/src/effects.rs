@@ -55,6 +55,22 @@ impl Effects {
         Ok(())
     }
 
+    /// Writes `events` to the outbox in `tx`, in one statement, each with the trace context beside
+    /// it (captured inside the span of the step it reports, with
+    /// [`current_carrier`](pizza_messaging::outbox::current_carrier)): for a loop that reports a
+    /// round of steps at once.
+    pub async fn publish_all<E: EventData>(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: Vec<(E, BTreeMap<String, String>)>,
+    ) -> Result<(), OutboxError> {
+        let envelopes: Vec<_> = events
+            .into_iter()
+            .map(|(event, carrier)| (Envelope::new(self.source, event), carrier))
+            .collect();
+        self.outbox.enqueue_all_to(tx, &self.topic, &envelopes).await
+    }
+
     /// Wakes this process's relay after a commit that published: needed where the service's relay
     /// listens only to its own process ([`Service::WAKES`](crate::host::Service::WAKES)), harmless
     /// elsewhere (a relay woken twice looks once more).

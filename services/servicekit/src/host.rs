@@ -65,7 +65,7 @@ use crate::store::MigrateError;
 pub use pizza_messaging::BoxError;
 
 /// Connections per service process unless the service asks for more
-/// ([`Service::max_connections`]): enough for the HTTP handlers, a background loop, the relay and
+/// ([`Service::max_connections`]): enough for the HTTP handlers, the background loops, the relay and
 /// the consumer at once.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
