@@ -11,10 +11,44 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
+from urllib.parse import quote, unquote, urlsplit
 
-from dbos import DBOS
 
-url, runs = sys.argv[1], int(sys.argv[2])
+def sqlalchemy_url(url: str) -> str:
+    """`url` as SQLAlchemy (under DBOS) reads it. libpq and our services take a Unix socket's
+    directory percent-encoded as the host (`postgres://user@%2Frun%2Fpg:5432/db`, the native stack's
+    `infra.sh database-url`); SQLAlchemy does not decode that host and tries to resolve it as a name.
+    It wants the directory as the `host` query parameter instead. Any other URL is returned as is."""
+    parts = urlsplit(url)
+    host = unquote(parts.hostname or "")
+    if not host.startswith("/"):
+        return url
+    user = parts.username or ""
+    if parts.password:
+        user += ":" + parts.password
+    query = f"host={quote(host, safe='/')}"
+    if parts.port:
+        query += f"&port={parts.port}"
+    if parts.query:
+        query += "&" + parts.query
+    return f"postgresql://{user}@{parts.path}?{query}" if user else f"postgresql://{parts.path}?{query}"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--self-test"]:
+    assert sqlalchemy_url("postgres://postgres@127.0.0.1:55432/db") == "postgres://postgres@127.0.0.1:55432/db"
+    assert (
+        sqlalchemy_url("postgres://postgres@%2Fwork%2Fmain%2F.run%2Fpostgres:55432/db")
+        == "postgresql://postgres@/db?host=/work/main/.run/postgres&port=55432"
+    )
+    assert sqlalchemy_url("postgresql://u:p@%2Frun:5/d?sslmode=disable") == (
+        "postgresql://u:p@/d?host=/run&port=5&sslmode=disable"
+    )
+    print("ok")
+    sys.exit(0)
+
+from dbos import DBOS  # noqa: E402 (after the self-test, which needs no DBOS)
+
+url, runs = sqlalchemy_url(sys.argv[1]), int(sys.argv[2])
 DBOS(config={"name": "pizza-bench-peer", "system_database_url": url, "log_level": "WARNING"})
 
 
