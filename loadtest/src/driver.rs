@@ -65,8 +65,13 @@ pub struct Arrival {
 impl Arrival {
     /// The order id, if accepted.
     pub fn order_id(&self) -> Option<Uuid> {
+        self.accepted().map(|(order_id, _)| order_id)
+    }
+
+    /// The order id and the trace id the answer carried (empty if none), if accepted.
+    pub fn accepted(&self) -> Option<(Uuid, &str)> {
         match &self.outcome {
-            Outcome::Accepted { order_id, .. } => Some(*order_id),
+            Outcome::Accepted { order_id, trace_id } => Some((*order_id, trace_id.as_str())),
             _ => None,
         }
     }

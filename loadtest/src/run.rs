@@ -148,12 +148,8 @@ pub async fn run(
         let roots: std::collections::BTreeMap<uuid::Uuid, &str> = arrivals
             .arrivals
             .iter()
-            .filter_map(|a| match &a.outcome {
-                driver::Outcome::Accepted { order_id, trace_id } if !trace_id.is_empty() => {
-                    Some((*order_id, trace_id.as_str()))
-                }
-                _ => None,
-            })
+            .filter_map(driver::Arrival::accepted)
+            .filter(|(_, trace_id)| !trace_id.is_empty())
             .collect();
         let list: Vec<traces::ToRead> = states
             .iter()
