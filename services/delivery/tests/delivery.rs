@@ -199,45 +199,55 @@ impl Shop {
         ticket: Uuid,
         traceparent: Option<&str>,
     ) -> anyhow::Result<()> {
-        let event = Envelope::new(
-            "/pizza/order",
-            DeliveryCommand::from(DeliveryRequested {
-                order_id: order,
-                ticket_id: ticket,
-                address: DeliveryAddress {
-                    recipient: RECIPIENT.into(),
-                    street: STREET.into(),
-                    postal_code: "NW1".into(),
-                    city: "London".into(),
-                },
-            }),
-        );
-        let encoded = event.encode()?;
-        let mut headers = encoded.headers;
-        if let Some(tp) = traceparent {
-            headers = headers.insert(Header {
-                key: "traceparent",
-                value: Some(tp),
-            });
-        }
-        let producer: FutureProducer = kafka::producer_config(&Stack::from_env()).create()?;
-        producer
-            .send(
-                FutureRecord::to(&self.topics.requests)
-                    .key(&encoded.key)
-                    .headers(headers)
-                    .payload(&encoded.payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-        Ok(())
+        request_delivery(&self.topics.requests, order, ticket, traceparent).await
     }
 
     async fn close(self) -> anyhow::Result<()> {
         self.delivery.stop().await?;
         self.kitchen.stop().await
     }
+}
+
+/// Sends `delivery-requested` for the order to `topic`, with `traceparent` if given.
+async fn request_delivery(
+    topic: &str,
+    order: Uuid,
+    ticket: Uuid,
+    traceparent: Option<&str>,
+) -> anyhow::Result<()> {
+    let event = Envelope::new(
+        "/pizza/order",
+        DeliveryCommand::from(DeliveryRequested {
+            order_id: order,
+            ticket_id: ticket,
+            address: DeliveryAddress {
+                recipient: RECIPIENT.into(),
+                street: STREET.into(),
+                postal_code: "NW1".into(),
+                city: "London".into(),
+            },
+        }),
+    );
+    let encoded = event.encode()?;
+    let mut headers = encoded.headers;
+    if let Some(tp) = traceparent {
+        headers = headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        });
+    }
+    let producer: FutureProducer = kafka::producer_config(&Stack::from_env()).create()?;
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(&encoded.key)
+                .headers(headers)
+                .payload(&encoded.payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
 }
 
 /// Waits until the order's events on `topic` include `last`, and returns them all.
@@ -489,31 +499,7 @@ async fn a_hanging_kitchen_holds_back_its_pickup_and_no_drive(pool: PgPool) -> a
 
     // Order A asks for its pickup, and the kitchen keeps the driver waiting.
     let waiting = Uuid::now_v7();
-    let event = Envelope::new(
-        "/pizza/order",
-        DeliveryCommand::from(DeliveryRequested {
-            order_id: waiting,
-            ticket_id: Uuid::now_v7(),
-            address: DeliveryAddress {
-                recipient: RECIPIENT.into(),
-                street: STREET.into(),
-                postal_code: "NW1".into(),
-                city: "London".into(),
-            },
-        }),
-    );
-    let encoded = event.encode()?;
-    let producer: FutureProducer = kafka::producer_config(&Stack::from_env()).create()?;
-    producer
-        .send(
-            FutureRecord::to(&topics.requests)
-                .key(&encoded.key)
-                .headers(encoded.headers)
-                .payload(&encoded.payload),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    request_delivery(&topics.requests, waiting, Uuid::now_v7(), None).await?;
     eventually(Duration::from_secs(60), "the pickup of A asked", || async {
         Ok((taken.load(Ordering::SeqCst) >= 1).then_some(()))
     })

@@ -1369,14 +1369,7 @@ async fn a_batch_enqueued_in_one_statement_keeps_its_order_and_each_events_own_c
     let batch: Vec<_> = [(a, "01"), (b, "02"), (a, "03")]
         .into_iter()
         .map(|(order, span)| {
-            let event = Envelope::new(
-                "/pizza/order",
-                OrderPlaced {
-                    order_id: order,
-                    items: vec![],
-                    total_cents: 0,
-                },
-            );
+            let event = fixture::order_placed(order, 1);
             let traceparent = format!("00-{}-00000000000000{span}-01", "ab".repeat(16));
             (event, BTreeMap::from([("traceparent".to_owned(), traceparent)]))
         })
