@@ -29,7 +29,7 @@
 //! kitchen; a leg of a drive waits on nothing but the database. In one round, every drive waited for
 //! the slowest pickup of its batch, and the round's 32 steps were 64 statements one after another:
 //! at 100 orders/s (600 steps a second) the loop could not keep its schedule, and each 0.3 s leg
-//! arrived 0.55 s after the last at the median (`pizza-load bench`, "Where a completed order's
+//! arrived 0.57 s after the last at the median (`pizza-load bench`, "Where a completed order's
 //! end-to-end time went"). A step's span now ends once the step is decided, before the round's
 //! writes: the writes are the round's, one statement for all of its steps.
 //!
@@ -63,10 +63,10 @@ use crate::store::{self, DeliveryRow, StoreError};
 pub const EVENT_SOURCE: &str = "/pizza/delivery";
 /// The business fault (`business_failure_rate.driver`) that ends a drive.
 pub const DRIVER_FAULT: &str = "driver";
-/// The channel on which the service tells its driver loop a delivery was requested ([`announce`]).
+/// The channel on which the service tells its pickups a delivery was requested ([`announce`]).
 pub const NOTIFY_CHANNEL: &str = "delivery_deliveries";
 
-/// Wakes this process's driver loop: call it after committing a requested delivery.
+/// Wakes this process's pickups: call it after committing a requested delivery.
 pub fn announce(pool: &PgPool) {
     Notifications::shared(pool).announce(NOTIFY_CHANNEL, "");
 }
@@ -93,7 +93,7 @@ pub mod reasons {
     pub const PICKUP_TIMEOUT: &str = "pickup-timeout";
 }
 
-/// The driver loop. See the module docs.
+/// The drivers: two loops, pickups and drives (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Drivers {
     /// The service's database, the live fault plan (`driver`, `db_latency_ms`) and where its events
@@ -125,11 +125,11 @@ pub enum Lane {
 }
 
 impl Lane {
-    /// The deliveries' status the lane takes.
-    pub fn status(self) -> &'static str {
+    /// The deliveries the lane takes.
+    pub fn due(self) -> store::Due {
         match self {
-            Lane::Pickups => "requested",
-            Lane::Drives => "on_the_way",
+            Lane::Pickups => store::Due::Pickups,
+            Lane::Drives => store::Due::Drives,
         }
     }
 
@@ -204,7 +204,7 @@ impl Drivers {
     /// again whole.
     pub async fn round_of(&self, lane: Lane) -> Result<Round, StoreError> {
         let mut tx = self.effects.begin().await?;
-        let rows = store::lock_due(&mut *tx, lane.status(), STEP_BATCH).await?;
+        let rows = store::lock_due(&mut *tx, lane.due(), STEP_BATCH).await?;
         let spans: Vec<Span> = rows
             .iter()
             .map(|row| {
@@ -253,7 +253,7 @@ impl Drivers {
         let next_due = if rows.len() as i64 == STEP_BATCH {
             Some(Duration::ZERO)
         } else {
-            pizza_servicekit::background::until_due(store::next_due_in(&mut *tx, lane.status()).await?)
+            pizza_servicekit::background::until_due(store::next_due_in(&mut *tx, lane.due()).await?)
         };
         tx.commit().await?;
         if published {

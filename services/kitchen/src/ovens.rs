@@ -26,8 +26,9 @@
 //!
 //! # Trace continuation
 //! The work on a ticket runs inside a span whose parent is the context stored with the ticket by
-//! `POST /tickets`. The outbox rows written there carry that context, so the relay's
-//! `send kitchen.events` span joins the order's trace, however much later the oven finishes.
+//! `POST /tickets`. The outbox row of its event carries that span's context (captured inside it;
+//! the round writes its events together after), so the relay's `send kitchen.events` span joins the
+//! order's trace, however much later the oven finishes.
 
 use std::future::Future;
 use std::time::Duration;

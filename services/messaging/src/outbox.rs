@@ -224,7 +224,7 @@ impl Outbox {
     }
 
     /// Writes `events` for `topic` in the caller's transaction, in one statement: for a loop that
-    /// reports a batch of steps at once (the delivery's drivers). Each event carries the trace
+    /// reports a batch of steps at once (the delivery's drivers, the kitchen's ovens). Each event carries the trace
     /// context given beside it, the context of the span of the step it reports (captured with
     /// [`current_carrier`] inside that span), since the rows are written after those spans.
     /// Their ids ascend in the order given. Nothing is published unless the transaction commits.

@@ -1,11 +1,13 @@
 //! What one step of a service's background work does, the same way in every loop (the kitchen's
 //! ovens, the delivery drivers): open a transaction after the fault plan's database latency, change
-//! a row, write the event that reports it to the outbox in the same transaction, and do all of it
-//! inside a span that continues the trace stored with the row.
+//! a row, write the event that reports it to the outbox in the same transaction, with the context
+//! of a span that continues the trace stored with the row. A loop that takes a round of steps
+//! decides each inside its span and writes the round's events together ([`Effects::publish_all`]),
+//! each with the context captured inside its step's span.
 //!
 //! Continuing the stored trace is what keeps a step minutes after the request that caused it, or
-//! after a restart, in the order's trace: the span's parent is the stored context, and the outbox
-//! row written inside it carries that span's context on to the relay's `send` span.
+//! after a restart, in the order's trace: the span's parent is the stored context, and the step's
+//! outbox row carries that span's context on to the relay's `send` span.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
